@@ -1,0 +1,13 @@
+"""Project-wide error types, so the CLI can show bad input as one clear line instead of a traceback."""
+
+
+class AEDistillError(Exception):
+    """Base class for errors that are the user's input, not a bug."""
+
+
+class DataError(AEDistillError):
+    """A dataset file or record is missing, corrupt, or not what was expected."""
+
+
+class CheckpointError(AEDistillError):
+    """A checkpoint does not fit the model it is loaded into."""
