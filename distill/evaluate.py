@@ -1,0 +1,109 @@
+"""COCO keypoint evaluation: decoded people -> image coordinates -> results JSON -> COCOeval.
+
+People come from the codec in the frame of the maps they were decoded from; `people_to_results`
+maps them back through the inverse of the test-time affine (the official `get_final_preds`) and
+writes one COCO result per person: keypoints (x, y, heatmap value), person score, category.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from distill.atomic import write_json_atomic
+from distill.geometry import InferenceResize
+from distill.keypoints import COCO_KEYPOINT_NAMES, COCO_OKS_SIGMAS
+
+STAT_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+
+def people_to_results(
+    people: np.ndarray,
+    scores: np.ndarray,
+    image_id: Any,
+    resize: InferenceResize,
+    map_size: tuple[int, int] | None = None,
+    category_id: int = 1,
+) -> list[dict[str, Any]]:
+    """(N, J, 3+L) people in a (w, h) map frame (default: the input frame) -> COCO result dicts."""
+    results = []
+    if len(people) == 0:
+        return results
+    in_image = resize.to_image(np.asarray(people, dtype=np.float32), map_size)
+    for person, score in zip(in_image, scores):
+        kpts = person[:, :3].astype(np.float64)
+        results.append({
+            "image_id": image_id,
+            "category_id": category_id,
+            "keypoints": [float(v) for v in kpts.reshape(-1)],
+            "score": float(score),
+        })
+    return results
+
+
+def oks_sigmas(keypoint_names: Sequence[str]) -> np.ndarray:
+    """COCO's per-joint OKS sigmas, looked up by joint name; 0.79 (shoulder-like) for unknown names."""
+    table = dict(zip(COCO_KEYPOINT_NAMES, COCO_OKS_SIGMAS))
+    unknown = [n for n in keypoint_names if n.lower() not in table]
+    if unknown and len(keypoint_names) != 17:
+        warnings.warn(f"no COCO OKS sigma for joints {unknown}; using 0.79 for them", RuntimeWarning, stacklevel=2)
+    return np.array([table.get(n.lower(), 0.79) for n in keypoint_names]) / 10.0
+
+
+def coco_keypoint_eval(
+    ann_file: str | Path,
+    results: Iterable[dict[str, Any]],
+    results_file: str | Path | None = None,
+    image_ids: Sequence[Any] | None = None,
+    keypoint_names: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Run COCOeval('keypoints') and return the 10 standard stats by name.
+
+    The results are written (atomically) to `results_file` when given. COCOeval's own printing is
+    captured; print `format_stats(...)` for a table.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    results = list(results)
+    if results_file is not None:
+        write_json_atomic(results_file, results)
+    if not results:
+        return {name: 0.0 for name in STAT_NAMES}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann_file))
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "keypoints")
+        if image_ids is not None:
+            ev.params.imgIds = list(image_ids)
+        names = keypoint_names or _category_keypoints(gt)
+        if names is not None and len(names) != 17:
+            ev.params.kpt_oks_sigmas = oks_sigmas(names)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
+
+
+def _category_keypoints(gt: Any) -> list[str] | None:
+    for cat in gt.dataset.get("categories", []):
+        if cat.get("keypoints"):
+            return list(cat["keypoints"])
+    return None
+
+
+def format_stats(stats: dict[str, float], title: str | None = None) -> str:
+    """The 10 stats as a one-row markdown table."""
+    head = "| " + " | ".join(f"{n:>5}" for n in STAT_NAMES) + " |"
+    rule = "|" + "|".join("-" * 7 for _ in STAT_NAMES) + "|"
+    row = "| " + " | ".join(f"{stats[n]:5.3f}" for n in STAT_NAMES) + " |"
+    return "\n".join(([title] if title else []) + [head, rule, row])
+
+
+def load_results(path: str | Path) -> list[dict[str, Any]]:
+    return json.loads(Path(path).read_text())

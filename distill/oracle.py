@@ -1,0 +1,109 @@
+"""`distill oracle`: the accuracy ceiling of the decoding path, given perfect network outputs.
+
+Per image (only the annotation file is read; image sizes come from it): the official test resize
+for the input size; every labelled joint (v > 0) of every non-crowd person with keypoints mapped
+into the 1/2-resolution output frame; heatmaps rendered there (sigma 2, as the encoder does);
+perfect tags (joint channel j holds (person index + 1) * 2 in a radius-3 disc around that person's
+joint j; one tag dim, no flip). Then exactly the test-time path: bilinear projection to the input
+size, decode (adjust, refine), inverse affine, COCOeval.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distill.codec.decode import DecodeParams, decode
+from distill.codec.matching import MatchParams
+from distill.codec.targets import render_heatmaps
+from distill.data.coco import _read_json, annotation_path, validate_coco_keypoints
+from distill.evaluate import coco_keypoint_eval, format_stats, people_to_results
+from distill.geometry import affine_transform, inference_resize
+from distill.inference import _resize
+from distill.keypoints import KeypointSpec
+from distill.progress import progress
+
+TAG_DISC_RADIUS = 3
+
+
+def perfect_tags(joints: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(J, H, W) tag maps: (p + 1) * 2 in a radius-3 disc around person p's joint j (later people on top)."""
+    h, w = hw
+    num_joints = joints.shape[1]
+    tags = np.zeros((num_joints, h, w), dtype=np.float32)
+    r = TAG_DISC_RADIUS
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    disc = dx**2 + dy**2 <= r * r
+    dy, dx = dy[disc], dx[disc]
+    for p, person in enumerate(joints):
+        for j, (x, y, v) in enumerate(person):
+            if v <= 0:
+                continue
+            xs, ys = int(x) + dx, int(y) + dy
+            ok = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+            tags[j, ys[ok], xs[ok]] = (p + 1) * 2
+    return tags
+
+
+def oracle_maps(image: dict[str, Any], anns: list[dict[str, Any]], num_joints: int, input_size: int
+                ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Perfect heatmaps (1, J, H, W) and tags (1, J, H, W, 1) at the input size, and the resize."""
+    resize = inference_resize(int(image["width"]), int(image["height"]), input_size)
+    in_w, in_h = resize.size
+    out_hw = (in_h // 2, in_w // 2)
+    to_output = affine_transform(resize.center, resize.scale, (out_hw[1], out_hw[0]))
+    people = [a for a in anns if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
+    joints = np.zeros((len(people), num_joints, 3))
+    for p, ann in enumerate(people):
+        k = np.asarray(ann["keypoints"], dtype=np.float64).reshape(num_joints, 3)
+        joints[p, :, :2] = k[:, :2] @ to_output[:, :2].T + to_output[:, 2]
+        joints[p, :, 2] = k[:, 2]
+    heat = torch.from_numpy(render_heatmaps(joints, out_hw, 2.0))[None]
+    tags = torch.from_numpy(perfect_tags(joints, out_hw))[None]
+    heat = _resize(heat, (in_h, in_w))
+    tags = _resize(tags, (in_h, in_w))[..., None]
+    return heat, tags, resize
+
+
+def run_oracle(data: Path, split: str, input_size: int = 512, adjust: bool = True, refine: bool = True,
+               results_file: Path | None = None, show_progress: bool = True) -> dict[str, float]:
+    ann_file = annotation_path(data, split)
+    dataset = _read_json(ann_file)
+    category = validate_coco_keypoints(dataset, str(ann_file))
+    spec = KeypointSpec.from_category(category, str(ann_file))
+    anns_by_image: dict[Any, list[dict[str, Any]]] = {}
+    for ann in dataset["annotations"]:
+        if ann.get("category_id") == category["id"]:
+            anns_by_image.setdefault(ann["image_id"], []).append(ann)
+
+    params = DecodeParams(
+        match=MatchParams(num_joints=spec.num_joints, joint_order=spec.grouping_order), adjust=adjust, refine=refine
+    )
+    results = []
+    for image in progress(dataset["images"], f"oracle {split}", enabled=show_progress, unit="img"):
+        heat, tags, resize = oracle_maps(image, anns_by_image.get(image["id"], []), spec.num_joints, input_size)
+        (out,) = decode(heat, tags, params)
+        results += people_to_results(out.people, out.scores, image["id"], resize, category_id=category["id"])
+    return coco_keypoint_eval(ann_file, results, results_file, keypoint_names=spec.names)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="dataset root (annotations/person_keypoints_<split>.json)")
+    parser.add_argument("--split", default="val2017")
+    parser.add_argument("--input-size", type=int, default=512, help="test input size (short side), as the teacher's")
+    parser.add_argument("--no-refine", action="store_true", help="switch off refine (filling missing joints)")
+    parser.add_argument("--no-adjust", action="store_true", help="switch off the quarter-pixel adjustment")
+    parser.add_argument("--results", type=Path, default=None, help="also write the COCO results JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    stats = run_oracle(args.data, args.split, args.input_size, not args.no_adjust, not args.no_refine, args.results)
+    steps = ", ".join(s for s, on in (("adjust", not args.no_adjust), ("refine", not args.no_refine)) if on) or "none"
+    print(format_stats(stats, f"Oracle AP on {args.data} {args.split} (input {args.input_size}; adjust/refine: {steps})"))
+    print(f"{time.perf_counter() - t0:.1f} s")
+    return 0
