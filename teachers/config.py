@@ -1,0 +1,294 @@
+"""Architecture configuration for HigherHRNet-style networks, and its YAML loader.
+
+The dataclasses mirror the official `MODEL.EXTRA` yacs section in neutral, lower-case names:
+
+    num_joints / tag_per_joint        MODEL.NUM_JOINTS / MODEL.TAG_PER_JOINT
+    stages[i]                         MODEL.EXTRA.STAGE{i+2} (num_modules, num_branches, block,
+                                      num_blocks, num_channels, fuse_method)
+    final_conv_kernel                 MODEL.EXTRA.FINAL_CONV_KERNEL
+    deconv                            MODEL.EXTRA.DECONV
+    with_ae_loss                      LOSS.WITH_AE_LOSS (decides which outputs carry tag maps)
+
+The stem (two 3x3 stride-2 convs, 3 -> 64 -> 64) and `layer1` (4 Bottlenecks, 64 planes) are fixed
+in the official code. They are exposed here as optional fields whose defaults are the official
+values, so that small students can shrink them; teacher configs leave them out.
+
+YAML files hold the same fields (see configs/teachers/*.yaml). Unknown, missing or mistyped fields
+raise `TeacherConfigError` naming the file and the field, e.g. `stages[1].num_channels`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from distill.errors import AEDistillError
+
+BLOCK_TYPES = ("basic", "bottleneck")
+FUSE_METHODS = ("sum",)
+DECONV_KERNELS = (2, 3, 4)
+FINAL_CONV_KERNELS = (1, 3)
+
+
+class TeacherConfigError(AEDistillError, ValueError):
+    """An architecture config (YAML file or dataclass values) is malformed."""
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One HRNet stage: `num_modules` HighResolutionModules with `num_branches` parallel branches."""
+
+    num_modules: int
+    num_branches: int
+    block: str
+    num_blocks: tuple[int, ...]
+    num_channels: tuple[int, ...]
+    fuse_method: str = "sum"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_blocks", tuple(self.num_blocks))
+        object.__setattr__(self, "num_channels", tuple(self.num_channels))
+        object.__setattr__(self, "block", str(self.block).lower())
+        object.__setattr__(self, "fuse_method", str(self.fuse_method).lower())
+        if self.num_modules < 1:
+            raise TeacherConfigError(f"num_modules must be >= 1, got {self.num_modules}")
+        if self.num_branches < 1:
+            raise TeacherConfigError(f"num_branches must be >= 1, got {self.num_branches}")
+        if len(self.num_blocks) != self.num_branches:
+            raise TeacherConfigError(
+                f"num_blocks {list(self.num_blocks)} has {len(self.num_blocks)} entries, "
+                f"num_branches is {self.num_branches}")
+        if len(self.num_channels) != self.num_branches:
+            raise TeacherConfigError(
+                f"num_channels {list(self.num_channels)} has {len(self.num_channels)} entries, "
+                f"num_branches is {self.num_branches}")
+        if any(b < 1 for b in self.num_blocks) or any(c < 1 for c in self.num_channels):
+            raise TeacherConfigError("num_blocks and num_channels must be positive")
+        if self.block not in BLOCK_TYPES:
+            raise TeacherConfigError(f"block must be one of {BLOCK_TYPES}, got {self.block!r}")
+        if self.fuse_method not in FUSE_METHODS:
+            raise TeacherConfigError(
+                f"fuse_method must be one of {FUSE_METHODS} (the official code only sums), "
+                f"got {self.fuse_method!r}")
+
+
+@dataclass(frozen=True)
+class DeconvConfig:
+    """The higher-resolution head: `num_deconvs` x (ConvTranspose2d stride 2 + BasicBlocks)."""
+
+    num_deconvs: int
+    num_channels: tuple[int, ...]
+    kernel_size: tuple[int, ...]
+    num_basic_blocks: int
+    cat_output: tuple[bool, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("num_channels", "kernel_size", "cat_output"):
+            value = tuple(getattr(self, name))
+            object.__setattr__(self, name, value)
+            if len(value) != self.num_deconvs:
+                raise TeacherConfigError(
+                    f"deconv.{name} {list(value)} has {len(value)} entries, num_deconvs is {self.num_deconvs}")
+        if self.num_deconvs < 0 or self.num_basic_blocks < 0:
+            raise TeacherConfigError("num_deconvs and num_basic_blocks must be >= 0")
+        bad = [k for k in self.kernel_size if k not in DECONV_KERNELS]
+        if bad:
+            raise TeacherConfigError(f"deconv.kernel_size must be in {DECONV_KERNELS}, got {bad}")
+
+
+@dataclass(frozen=True)
+class HigherHRNetConfig:
+    """Complete architecture of a PoseHigherResolutionNet (plus the input size it is meant for)."""
+
+    num_joints: int
+    tag_per_joint: bool
+    stages: tuple[StageConfig, ...]
+    final_conv_kernel: int
+    deconv: DeconvConfig
+    with_ae_loss: tuple[bool, ...]
+    name: str = ""
+    input_size: int | None = None
+    # Fixed in the official code (not configurable there); defaults are the official values.
+    stem_channels: int = 64
+    layer1_planes: int = 64
+    layer1_blocks: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        object.__setattr__(self, "with_ae_loss", tuple(bool(v) for v in self.with_ae_loss))
+        if self.num_joints < 1:
+            raise TeacherConfigError(f"num_joints must be >= 1, got {self.num_joints}")
+        if not self.stages:
+            raise TeacherConfigError("at least one stage is needed")
+        if self.final_conv_kernel not in FINAL_CONV_KERNELS:
+            raise TeacherConfigError(
+                f"final_conv_kernel must be in {FINAL_CONV_KERNELS}, got {self.final_conv_kernel}")
+        if len(self.with_ae_loss) != self.deconv.num_deconvs + 1:
+            raise TeacherConfigError(
+                f"with_ae_loss {list(self.with_ae_loss)} needs one entry per output "
+                f"(deconv.num_deconvs + 1 = {self.deconv.num_deconvs + 1})")
+        if min(self.stem_channels, self.layer1_planes, self.layer1_blocks) < 1:
+            raise TeacherConfigError("stem_channels, layer1_planes and layer1_blocks must be positive")
+
+    @property
+    def tag_dim(self) -> int:
+        """Tag maps per output that carries tags: K with tag_per_joint, else 1 shared map."""
+        return self.num_joints if self.tag_per_joint else 1
+
+    def output_channels(self, index: int) -> int:
+        """Channels of output `index` (0 = 1/4 resolution): K heatmaps (+ tag maps if it has AE loss)."""
+        return self.num_joints + (self.tag_dim if self.with_ae_loss[index] else 0)
+
+    @property
+    def num_outputs(self) -> int:
+        return self.deconv.num_deconvs + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (lists, not tuples) in the YAML layout."""
+        def plain(v: Any) -> Any:
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            if dataclasses.is_dataclass(v):
+                return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            return v
+        return plain(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML / dict loading with precise error messages
+# ---------------------------------------------------------------------------------------------
+
+def _type_name(t: Any) -> str:
+    return {int: "an integer", bool: "true/false", str: "a string"}.get(t, str(t))
+
+
+def _check_scalar(value: Any, kind: type, where: str, source: str) -> Any:
+    ok = isinstance(value, bool) if kind is bool else (
+        isinstance(value, kind) and not isinstance(value, bool))
+    if not ok:
+        raise TeacherConfigError(f"{source}: field '{where}' must be {_type_name(kind)}, got {value!r}")
+    return value
+
+
+def _check_list(value: Any, kind: type, where: str, source: str) -> tuple:
+    if not isinstance(value, (list, tuple)):
+        raise TeacherConfigError(
+            f"{source}: field '{where}' must be a list of {_type_name(kind)} values, got {value!r}")
+    return tuple(_check_scalar(v, kind, f"{where}[{i}]", source) for i, v in enumerate(value))
+
+
+def _check_keys(data: Any, cls: type, where: str, source: str) -> None:
+    label = f"'{where}'" if where else "the top level"
+    if not isinstance(data, Mapping):
+        raise TeacherConfigError(f"{source}: {label} must be a mapping of fields, got {type(data).__name__}")
+    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    prefix = f"{where}." if where else ""
+    unknown = [k for k in data if k not in fields_]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), list(fields_), n=1)
+            hints.append(f"'{prefix}{k}'" + (f" (did you mean '{prefix}{close[0]}'?)" if close else ""))
+        raise TeacherConfigError(
+            f"{source}: unknown field(s) {', '.join(hints)}; known fields of {label}: {', '.join(fields_)}")
+    missing = [n for n, f in fields_.items() if n not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise TeacherConfigError(
+            f"{source}: missing required field(s) {', '.join(repr(prefix + m) for m in missing)}")
+
+
+def _wrap(exc: TeacherConfigError, source: str, where: str) -> TeacherConfigError:
+    text = str(exc)
+    if text.startswith(source):
+        return exc
+    return TeacherConfigError(f"{source}: invalid '{where}': {text}" if where else f"{source}: {text}")
+
+
+def _stage_from_dict(data: Any, where: str, source: str) -> StageConfig:
+    _check_keys(data, StageConfig, where, source)
+    kwargs: dict[str, Any] = {
+        "num_modules": _check_scalar(data["num_modules"], int, f"{where}.num_modules", source),
+        "num_branches": _check_scalar(data["num_branches"], int, f"{where}.num_branches", source),
+        "block": _check_scalar(data["block"], str, f"{where}.block", source),
+        "num_blocks": _check_list(data["num_blocks"], int, f"{where}.num_blocks", source),
+        "num_channels": _check_list(data["num_channels"], int, f"{where}.num_channels", source),
+    }
+    if "fuse_method" in data:
+        kwargs["fuse_method"] = _check_scalar(data["fuse_method"], str, f"{where}.fuse_method", source)
+    try:
+        return StageConfig(**kwargs)
+    except TeacherConfigError as exc:
+        raise _wrap(exc, source, where) from None
+
+
+def _deconv_from_dict(data: Any, source: str) -> DeconvConfig:
+    _check_keys(data, DeconvConfig, "deconv", source)
+    try:
+        return DeconvConfig(
+            num_deconvs=_check_scalar(data["num_deconvs"], int, "deconv.num_deconvs", source),
+            num_channels=_check_list(data["num_channels"], int, "deconv.num_channels", source),
+            kernel_size=_check_list(data["kernel_size"], int, "deconv.kernel_size", source),
+            num_basic_blocks=_check_scalar(data["num_basic_blocks"], int, "deconv.num_basic_blocks", source),
+            cat_output=_check_list(data["cat_output"], bool, "deconv.cat_output", source),
+        )
+    except TeacherConfigError as exc:
+        raise _wrap(exc, source, "deconv") from None
+
+
+def config_from_dict(data: Any, source: str = "<dict>", default_name: str = "") -> HigherHRNetConfig:
+    """Validate a plain dict (as read from YAML) and build the config. `source` names it in errors."""
+    _check_keys(data, HigherHRNetConfig, "", source)
+    stages_raw = data["stages"]
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise TeacherConfigError(f"{source}: field 'stages' must be a non-empty list of stage mappings")
+    kwargs: dict[str, Any] = {
+        "num_joints": _check_scalar(data["num_joints"], int, "num_joints", source),
+        "tag_per_joint": _check_scalar(data["tag_per_joint"], bool, "tag_per_joint", source),
+        "stages": tuple(_stage_from_dict(s, f"stages[{i}]", source) for i, s in enumerate(stages_raw)),
+        "final_conv_kernel": _check_scalar(data["final_conv_kernel"], int, "final_conv_kernel", source),
+        "deconv": _deconv_from_dict(data["deconv"], source),
+        "with_ae_loss": _check_list(data["with_ae_loss"], bool, "with_ae_loss", source),
+        "name": _check_scalar(data.get("name", default_name), str, "name", source),
+    }
+    if data.get("input_size") is not None:
+        kwargs["input_size"] = _check_scalar(data["input_size"], int, "input_size", source)
+    for key in ("stem_channels", "layer1_planes", "layer1_blocks"):
+        if key in data:
+            kwargs[key] = _check_scalar(data[key], int, key, source)
+    try:
+        return HigherHRNetConfig(**kwargs)
+    except TeacherConfigError as exc:
+        raise _wrap(exc, source, "") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> HigherHRNetConfig:
+    """Read a YAML architecture file into a `HigherHRNetConfig` (name defaults to the file stem)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TeacherConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TeacherConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        raise TeacherConfigError(f"{path}: the file is empty")
+    return config_from_dict(data, source=str(path), default_name=path.stem)
+
+
+def dump_config(cfg: HigherHRNetConfig) -> str:
+    """YAML text for `cfg` that `load_config` reads back to an equal config."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+__all__ = [
+    "BLOCK_TYPES", "DeconvConfig", "HigherHRNetConfig", "StageConfig", "TeacherConfigError",
+    "config_from_dict", "dump_config", "load_config",
+]
