@@ -1,0 +1,412 @@
+"""Training losses: the official HigherHRNet loss, plus heatmap and tag distillation from a frozen teacher.
+
+Output contract (teacher and students): `outputs = [out_4, out_2]` with
+`out_4` (B, J + T, H4, W4) = J heatmaps then T tag maps (T = J per-joint, T = 1 shared; T = 0 allowed when
+no tag term is used) and `out_2` (B, J, H2, W2). Fewer/more outputs work the same way, output i at stride
+4 / 2**i; AE and tag terms live on output 0 only.
+
+Targets (see `distill.codec.targets`, after default collation): `heatmaps[i]` (B, J, H, W), `masks[i]` (B, H, W)
+with 1 = use, `joint_indices[i]` (B, P, K, 2) entries (flat index, visible). Only `joint_indices[0]` is used.
+
+Per-image terms (all (B,) float32):
+
+- heatmap GT term at output i: `((pred - gt)^2 * mask).mean over (J, H, W)` (official `HeatmapLoss`), or, with
+  OHKM, the mean of the top-k per-joint losses (per-joint loss = the masked squared error averaged over H, W);
+- heatmap KD term: the same between the student's and the teacher's heatmaps (same mask), OHKM switchable
+  independently; the two are combined FPD-style: `alpha * KD + (1 - alpha) * GT` (alpha = 0 -> pure GT and the
+  teacher is not used; alpha = 1 -> pure KD and the GT heatmaps are not used);
+- AE push/pull (official `AELoss`, `exp` or `max`): tags flattened per image to (T*H*W,), index entries point
+  into that array (per-joint layout j*H*W + y*W + x for T = J, shared layout y*W + x for T = 1; see
+  `LossConfig.tag_index_layout`). For each person with >= 1 visible entry: the mean tag; pull = mean over the
+  person's visible entries of (tag - mean)^2, summed over persons / N; push = sum over ordered pairs i != j of
+  exp(-(mean_i - mean_j)^2) / ((N - 1) N) * 0.5 (zero when N <= 1; both zero when N = 0). Vectorised over
+  batch and persons (gather + masked segment means), no Python loops;
+- tag KD: at every visible index entry, (student tag - teacher tag)^2, averaged over the person's entries, summed
+  over persons / N (like pull; zero when N = 0). Teacher tags are compared channel by channel when the student
+  has T = J; for T = 1 the teacher's J maps are first reduced to one (`distill.tag_reduction.TagReducer`:
+  `first`, `mean` or a fitted `pca`).
+
+Training reduction (`DistillLoss`): total = sum over outputs of factor_i * batch mean of the combined heatmap
+term + push_factor * mean(push) + pull_factor * mean(pull) + tag_kd_weight * mean(tag_kd). With the default
+`LossConfig()` (alpha 0, no OHKM, no tag KD) this is exactly the official `MultiLossFactory` reduction.
+All losses are computed in float32 whatever the prediction dtype (AMP-safe).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence, Union, get_args
+
+import torch
+from torch import Tensor, nn
+
+from distill.tag_reduction import TAG_RULES, TagReducer, TagRule
+
+AELossType = Literal["exp", "max"]
+IndexLayout = Literal["auto", "per_joint", "shared"]
+
+__all__ = [
+    "LossConfig", "DistillLoss", "TagReducer",
+    "per_joint_heatmap_loss", "heatmap_loss", "ae_loss", "tag_kd_loss", "resolve_tag_index", "output_name",
+]
+
+
+# ------------------------------------------------------------------------------------------------ config
+@dataclass(frozen=True)
+class LossConfig:
+    """All loss weights and switches. The defaults are the official HigherHRNet W32 loss."""
+
+    num_joints: int = 17
+    heatmap_factors: tuple[float, ...] = (1.0, 1.0)  # per output (extras beyond the outputs are ignored)
+    push_factor: float = 1e-3
+    pull_factor: float = 1e-3
+    ae_loss_type: AELossType = "exp"
+    alpha: float = 0.0  # heatmap KD weight: alpha * KD + (1 - alpha) * GT
+    tag_kd_weight: float = 0.0
+    ohkm_gt: bool = False  # top-k hard joints on the GT heatmap term
+    ohkm_kd: bool = False  # top-k hard joints on the KD heatmap term
+    ohkm_topk: int = 8
+    tag_reduction: TagRule = "mean"  # teacher J tag maps -> 1 for a T = 1 student
+    # How `joint_indices` are laid out: 'auto' = per-joint (j*H*W + y*W + x) when the student has T = J tag
+    # maps, shared (y*W + x) when T = 1. 'per_joint' with a T = 1 student uses index mod H*W.
+    tag_index_layout: IndexLayout = "auto"
+
+    def __post_init__(self) -> None:
+        if self.num_joints < 1:
+            raise ValueError(f"num_joints must be >= 1, got {self.num_joints}")
+        object.__setattr__(self, "heatmap_factors", tuple(float(f) for f in self.heatmap_factors))
+        if not self.heatmap_factors:
+            raise ValueError("heatmap_factors must name at least one output")
+        for name in ("push_factor", "pull_factor", "tag_kd_weight"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if any(not f >= 0 for f in self.heatmap_factors):
+            raise ValueError(f"heatmap_factors must be >= 0, got {self.heatmap_factors}")
+        if not 0.0 <= float(self.alpha) <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.ohkm_topk < 1:
+            raise ValueError(f"ohkm_topk must be >= 1, got {self.ohkm_topk}")
+        if self.ae_loss_type not in get_args(AELossType):
+            raise ValueError(f"ae_loss_type must be one of {get_args(AELossType)}, got {self.ae_loss_type!r}")
+        if self.tag_reduction not in TAG_RULES:
+            raise ValueError(f"tag_reduction must be one of {TAG_RULES}, got {self.tag_reduction!r}")
+        if self.tag_index_layout not in get_args(IndexLayout):
+            raise ValueError(
+                f"tag_index_layout must be one of {get_args(IndexLayout)}, got {self.tag_index_layout!r}"
+            )
+
+
+def output_name(i: int) -> str:
+    """Log-name suffix of output i: its stride ('4', '2', '1'), or 'o<i>' beyond."""
+    return ("4", "2", "1")[i] if i < 3 else f"o{i}"
+
+
+# ------------------------------------------------------------------------------------------------ heatmaps
+def _shape(t: object) -> object:
+    return tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+
+
+def per_joint_heatmap_loss(pred: Tensor, gt: Tensor, mask: Tensor) -> Tensor:
+    """(B, J): the masked squared error averaged over H, W, per image and joint (float32)."""
+    if not isinstance(pred, Tensor) or pred.dim() != 4:
+        raise ValueError(f"heatmap prediction must be (B, J, H, W), got {_shape(pred)}")
+    if not isinstance(gt, Tensor) or gt.shape != pred.shape:
+        raise ValueError(f"heatmap target must have the prediction's shape {tuple(pred.shape)}, got {_shape(gt)}")
+    b, _, h, w = pred.shape
+    if not isinstance(mask, Tensor) or tuple(mask.shape) != (b, h, w):
+        raise ValueError(f"heatmap mask must have shape (B, H, W) = {(b, h, w)}, got {_shape(mask)}")
+    err = (pred.float() - gt.float()) ** 2 * mask.float()[:, None]
+    return err.mean(dim=(2, 3))
+
+
+def _reduce_joints(per_joint: Tensor, topk: int | None) -> Tensor:
+    if topk is None or topk >= per_joint.shape[1]:
+        return per_joint.mean(dim=1)
+    return per_joint.topk(topk, dim=1, sorted=False).values.mean(dim=1)
+
+
+def heatmap_loss(pred: Tensor, gt: Tensor, mask: Tensor, topk: int | None = None) -> Tensor:
+    """(B,) masked heatmap MSE per image: mean over (J, H, W), or the mean of the `topk` hardest joints (OHKM)."""
+    return _reduce_joints(per_joint_heatmap_loss(pred, gt, mask), topk)
+
+
+# ------------------------------------------------------------------------------------------------ tags
+def _check_index(joint_index: Tensor, batch: int) -> Tensor:
+    if not isinstance(joint_index, Tensor) or joint_index.dim() != 4 or joint_index.shape[-1] != 2:
+        raise ValueError(f"joint indices must be a (B, max_people, K, 2) tensor, got {_shape(joint_index)}")
+    if joint_index.shape[0] != batch:
+        raise ValueError(f"joint indices have batch {joint_index.shape[0]}, the tags have batch {batch}")
+    if joint_index.dtype.is_floating_point or joint_index.dtype == torch.bool:
+        raise ValueError(f"joint indices must be an integer tensor, got {joint_index.dtype}")
+    return joint_index
+
+
+def resolve_tag_index(
+    joint_index: Tensor, num_maps: int, height: int, width: int, layout: IndexLayout = "auto"
+) -> tuple[Tensor, Tensor]:
+    """Flat indices (B, P, K) int64 into the per-image (T*H*W,) tag array, and the visible mask (B, P, K).
+
+    `layout`: 'auto' (per-joint for T > 1, shared for T = 1), 'per_joint' (j*H*W + y*W + x; reduced mod H*W
+    for T = 1) or 'shared' (y*W + x; T must be 1). Hidden entries are pointed at 0; visible entries outside
+    [0, T*H*W) raise a ValueError naming the layout problem.
+    """
+    if layout not in get_args(IndexLayout):
+        raise ValueError(f"index layout must be one of {get_args(IndexLayout)}, got {layout!r}")
+    vis = joint_index[..., 1] > 0
+    idx = joint_index[..., 0].long()
+    hw = height * width
+    if layout == "shared" and num_maps != 1:
+        raise ValueError(
+            f"shared-layout joint indices (y*W + x) cannot address T = {num_maps} per-joint tag maps: encode the "
+            "targets with tag_per_joint=True or give the student one tag map"
+        )
+    if layout == "per_joint" and num_maps == 1:
+        idx = torch.remainder(idx, hw)
+    n = num_maps * hw
+    bad = vis & ((idx < 0) | (idx >= n))
+    if bool(bad.any()):
+        lo, hi = int(idx[bad].min()), int(idx[bad].max())
+        hint = ""
+        if num_maps == 1 and hi >= hw:
+            hint = (" - these look like per-joint indices (j*H*W + y*W + x) for a single tag map: encode with "
+                    "tag_per_joint=False or set tag_index_layout='per_joint'")
+        raise ValueError(
+            f"visible joint indices must lie in [0, T*H*W = {num_maps}*{height}*{width} = {n}), got {lo}..{hi}{hint}"
+        )
+    idx = torch.where(vis, idx, torch.zeros_like(idx))
+    return idx, vis
+
+
+def _gather(tags: Tensor, idx: Tensor) -> Tensor:
+    """tags (B, T, H, W), idx (B, P, K) -> (B, P, K) float32 values of the flattened per-image tag array."""
+    b = tags.shape[0]
+    flat = tags.reshape(b, -1).float()
+    return flat.gather(1, idx.reshape(b, -1)).view(idx.shape)
+
+
+def _segment_stats(vis: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-person visible counts (B, P) float, person-valid mask (B, P), persons per image N (B,) float."""
+    cnt = vis.sum(dim=-1)
+    valid = cnt > 0
+    return cnt.float(), valid, valid.sum(dim=-1).float()
+
+
+def ae_loss(
+    tags: Tensor, joint_index: Tensor, loss_type: AELossType = "exp", layout: IndexLayout = "auto"
+) -> tuple[Tensor, Tensor]:
+    """Associative-Embedding (push, pull), each (B,) float32, for tag maps (B, T, H, W); unweighted.
+
+    Vectorised over batch and persons; equals the official per-person loop up to float summation order.
+    """
+    if not isinstance(tags, Tensor) or tags.dim() != 4:
+        raise ValueError(f"tag maps must be (B, T, H, W), got {_shape(tags)}")
+    b, t, h, w = tags.shape
+    idx, vis = resolve_tag_index(_check_index(joint_index, b).to(tags.device), t, h, w, layout)
+    vals = _gather(tags, idx)  # (B, P, K)
+    visf = vis.float()
+    cnt, valid, n = _segment_stats(vis)
+    mean = (vals * visf).sum(-1) / cnt.clamp(min=1)  # (B, P); 0 for empty persons
+    pull_p = ((vals - mean[..., None]) ** 2 * visf).sum(-1) / cnt.clamp(min=1)
+    pull = pull_p.sum(-1) / n.clamp(min=1)
+
+    diff = mean[:, :, None] - mean[:, None, :]  # (B, P, P)
+    if loss_type == "exp":
+        sim = torch.exp(-(diff ** 2))
+    elif loss_type == "max":
+        sim = torch.clamp(1 - diff.abs(), min=0)
+    else:
+        raise ValueError(f"AE loss type must be 'exp' or 'max', got {loss_type!r}")
+    p = mean.shape[1]
+    pair = valid[:, :, None] & valid[:, None, :] & ~torch.eye(p, dtype=torch.bool, device=tags.device)
+    # Ordered pairs i != j, i.e. the official sum over all pairs minus the N diagonal ones (exactly 1 each).
+    push = (sim * pair.float()).sum(dim=(1, 2)) / ((n - 1) * n).clamp(min=1) * 0.5
+    push = torch.where(n > 1, push, torch.zeros_like(push))
+    return push, pull
+
+
+def tag_kd_loss(
+    student_tags: Tensor, teacher_tags: Tensor, joint_index: Tensor, layout: IndexLayout = "auto"
+) -> Tensor:
+    """(B,) tag distillation: (student - teacher)^2 at the visible index entries, averaged like the pull term.
+
+    Both tag tensors must have the same shape (B, T, H, W) (reduce a per-joint teacher first for T = 1);
+    the teacher is detached.
+    """
+    if not isinstance(student_tags, Tensor) or student_tags.dim() != 4:
+        raise ValueError(f"student tag maps must be (B, T, H, W), got {_shape(student_tags)}")
+    if not isinstance(teacher_tags, Tensor) or teacher_tags.shape != student_tags.shape:
+        raise ValueError(
+            f"teacher tag maps must match the student's {tuple(student_tags.shape)} (after reduction), "
+            f"got {_shape(teacher_tags)}"
+        )
+    b, t, h, w = student_tags.shape
+    idx, vis = resolve_tag_index(_check_index(joint_index, b).to(student_tags.device), t, h, w, layout)
+    d2 = (_gather(student_tags, idx) - _gather(teacher_tags.detach(), idx)) ** 2
+    cnt, _, n = _segment_stats(vis)
+    per_person = (d2 * vis.float()).sum(-1) / cnt.clamp(min=1)
+    return per_person.sum(-1) / n.clamp(min=1)
+
+
+# ------------------------------------------------------------------------------------------------ module
+class DistillLoss(nn.Module):
+    """All training terms from student outputs, GT targets and (optionally) teacher outputs.
+
+    `forward(outputs, heatmaps, masks, joint_indices, teacher_outputs=None) -> (total, logs)`; `logs` maps
+    names to the *unweighted* batch means as floats (one device sync): `hm_gt_<s>`, `hm_kd_<s>` (teacher given),
+    `hm_<s>` (combined, unweighted by the factor), `push`, `pull`, `tag_kd` (teacher with tags given, student
+    with tags), `total`; <s> = output stride '4', '2'. KD terms that do not enter the total (alpha = 0,
+    tag_kd_weight = 0) are still logged when a teacher is given, computed without autograd.
+
+    `tag_reducer`: used when a T = 1 student distils from a per-joint teacher; defaults to
+    `TagReducer(config.tag_reduction)`, which for 'pca' must be fitted (or loaded) before use.
+    """
+
+    def __init__(self, config: LossConfig = LossConfig(), tag_reducer: TagReducer | None = None) -> None:
+        super().__init__()
+        self.config = config
+        if tag_reducer is None:
+            tag_reducer = TagReducer(config.tag_reduction)
+        elif tag_reducer.rule != config.tag_reduction:
+            raise ValueError(
+                f"tag_reducer rule {tag_reducer.rule!r} differs from config.tag_reduction {config.tag_reduction!r}"
+            )
+        self.tag_reducer = tag_reducer
+
+    # -- validation -----------------------------------------------------------------------------------
+    def _check_outputs(self, outputs: Sequence[Tensor], heatmaps, masks, teacher_outputs) -> int:
+        cfg, j = self.config, self.config.num_joints
+        if isinstance(outputs, Tensor) or not len(outputs):
+            raise ValueError("outputs must be a non-empty list of tensors [out_4 (B, J+T, H, W), out_2 (B, J, ...)]")
+        n_out = len(outputs)
+        if len(heatmaps) != n_out or len(masks) != n_out:
+            raise ValueError(
+                f"expected one GT heatmap and mask tensor per output ({n_out}), got {len(heatmaps)} heatmaps and "
+                f"{len(masks)} masks (slice the targets to the student's outputs)"
+            )
+        if len(cfg.heatmap_factors) < n_out:
+            raise ValueError(f"config.heatmap_factors has {len(cfg.heatmap_factors)} entries for {n_out} outputs")
+        b = outputs[0].shape[0] if isinstance(outputs[0], Tensor) else None
+        for i, o in enumerate(outputs):
+            if not isinstance(o, Tensor) or o.dim() != 4 or o.shape[0] != b:
+                raise ValueError(f"output {i} must be a (B={b}, C, H, W) tensor, got {_shape(o)}")
+            if i > 0 and o.shape[1] != j:
+                raise ValueError(f"output {i} must have J = {j} heatmap channels, got {tuple(o.shape)}")
+        t = outputs[0].shape[1] - j
+        if t not in (0, 1, j):
+            raise ValueError(
+                f"output 0 must have J + T channels with J = {j} and T in (0, 1, {j}), got {tuple(outputs[0].shape)}"
+            )
+        if teacher_outputs is not None:
+            if isinstance(teacher_outputs, Tensor) or len(teacher_outputs) < n_out:
+                raise ValueError(f"teacher_outputs must be a list with at least {n_out} tensors (one per output)")
+            for i in range(n_out):
+                s, to = outputs[i], teacher_outputs[i]
+                if (not isinstance(to, Tensor) or to.dim() != 4 or to.shape[0] != s.shape[0]
+                        or to.shape[2:] != s.shape[2:] or to.shape[1] < j):
+                    raise ValueError(
+                        f"teacher output {i} must be (B={s.shape[0]}, >= J={j}, {s.shape[2]}, {s.shape[3]}) to match "
+                        f"student output {tuple(s.shape)}, got {_shape(to)}"
+                    )
+        return t
+
+    def _teacher_tags(self, student_t: int, teacher_out0: Tensor) -> Tensor | None:
+        j = self.config.num_joints
+        tt = teacher_out0.shape[1] - j
+        if tt == 0 or student_t == 0:
+            return None
+        tags = teacher_out0[:, j:].detach()
+        if tt == student_t:
+            return tags
+        if student_t == 1 and tt == j:
+            return self.tag_reducer.reduce(tags)
+        raise ValueError(
+            f"cannot distil teacher tags with T = {tt} maps into a student with T = {student_t} "
+            f"(supported: equal T, or a per-joint teacher T = J = {j} reduced to one map)"
+        )
+
+    # -- terms ----------------------------------------------------------------------------------------
+    def compute_terms(
+        self,
+        outputs: Sequence[Tensor],
+        heatmaps: Sequence[Tensor],
+        masks: Sequence[Tensor],
+        joint_indices: Union[Tensor, Sequence[Tensor]],
+        teacher_outputs: Sequence[Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Per-image (B,) unweighted terms; those that do not enter the total are computed without autograd."""
+        cfg, j = self.config, self.config.num_joints
+        t = self._check_outputs(outputs, heatmaps, masks, teacher_outputs)
+        alpha = float(cfg.alpha)
+        if teacher_outputs is None and alpha > 0:
+            raise ValueError(f"teacher_outputs are required for heatmap KD (alpha = {alpha} > 0)")
+        gt_k = cfg.ohkm_topk if cfg.ohkm_gt else None
+        kd_k = cfg.ohkm_topk if cfg.ohkm_kd else None
+        terms: dict[str, Tensor] = {}
+        for i, out in enumerate(outputs):
+            name = output_name(i)
+            pred = out[:, :j]
+            with torch.set_grad_enabled(torch.is_grad_enabled() and alpha < 1):
+                gt = heatmap_loss(pred, heatmaps[i].to(pred.device), masks[i].to(pred.device), gt_k)
+            terms[f"hm_gt_{name}"] = gt
+            if teacher_outputs is not None:
+                with torch.set_grad_enabled(torch.is_grad_enabled() and alpha > 0):
+                    kd = heatmap_loss(pred, teacher_outputs[i][:, :j].detach(), masks[i].to(pred.device), kd_k)
+                terms[f"hm_kd_{name}"] = kd
+                hm = gt if alpha == 0 else kd if alpha == 1 else alpha * kd + (1 - alpha) * gt
+            else:
+                hm = gt
+            terms[f"hm_{name}"] = hm
+
+        uses_ae = cfg.push_factor > 0 or cfg.pull_factor > 0
+        uses_tag_kd = cfg.tag_kd_weight > 0
+        if t == 0 and (uses_ae or uses_tag_kd):
+            raise ValueError(
+                f"output 0 has only the J = {j} heatmaps but the AE/tag-KD terms need tag maps: expected "
+                f"J + T channels with T = 1 or J, or set push_factor = pull_factor = tag_kd_weight = 0"
+            )
+        if t > 0:
+            if isinstance(joint_indices, Tensor):
+                index = joint_indices
+            else:
+                if not len(joint_indices):
+                    raise ValueError("joint_indices must hold the tag-loss index of output 0")
+                index = joint_indices[0]
+            tags = outputs[0][:, j:]
+            index = _check_index(index, tags.shape[0]).to(tags.device)
+            terms["push"], terms["pull"] = ae_loss(tags, index, cfg.ae_loss_type, cfg.tag_index_layout)
+            if teacher_outputs is not None or uses_tag_kd:
+                if teacher_outputs is None:
+                    raise ValueError(f"teacher_outputs are required for tag KD (tag_kd_weight = {cfg.tag_kd_weight})")
+                t_tags = self._teacher_tags(t, teacher_outputs[0])
+                if t_tags is None:
+                    if uses_tag_kd:
+                        raise ValueError(
+                            f"tag KD needs teacher tag maps: teacher output 0 has {teacher_outputs[0].shape[1]} "
+                            f"channels, expected J + T = {j} + (1 or {j})"
+                        )
+                else:
+                    with torch.set_grad_enabled(torch.is_grad_enabled() and uses_tag_kd):
+                        terms["tag_kd"] = tag_kd_loss(tags, t_tags, index, cfg.tag_index_layout)
+        return terms
+
+    def total_from_terms(self, terms: dict[str, Tensor], num_outputs: int) -> Tensor:
+        cfg = self.config
+        total = sum(cfg.heatmap_factors[i] * terms[f"hm_{output_name(i)}"].mean() for i in range(num_outputs))
+        if "push" in terms:
+            total = total + cfg.push_factor * terms["push"].mean() + cfg.pull_factor * terms["pull"].mean()
+        if cfg.tag_kd_weight > 0:
+            total = total + cfg.tag_kd_weight * terms["tag_kd"].mean()
+        return total
+
+    def forward(
+        self,
+        outputs: Sequence[Tensor],
+        heatmaps: Sequence[Tensor],
+        masks: Sequence[Tensor],
+        joint_indices: Union[Tensor, Sequence[Tensor]],
+        teacher_outputs: Sequence[Tensor] | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        terms = self.compute_terms(outputs, heatmaps, masks, joint_indices, teacher_outputs)
+        total = self.total_from_terms(terms, len(outputs))
+        names = list(terms) + ["total"]
+        values = torch.stack([terms[k].detach().float().mean() for k in terms] + [total.detach().float()])
+        return total, dict(zip(names, values.tolist()))
