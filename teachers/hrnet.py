@@ -135,6 +135,14 @@ def _deconv_padding(kernel_size: int) -> tuple[int, int]:
 class PoseHigherResolutionNet(nn.Module):
     """HigherHRNet for bottom-up pose estimation with Associative Embedding."""
 
+    @property
+    def num_joints(self) -> int:
+        return self.cfg.num_joints
+
+    @property
+    def tag_per_joint(self) -> bool:
+        return self.cfg.tag_per_joint
+
     def __init__(self, cfg: HigherHRNetConfig) -> None:
         super().__init__()
         self.cfg = cfg

@@ -1,0 +1,194 @@
+"""*Step* students: a bottom-up AE network built from RSN's Residual Steps Block (RSB).
+
+Residual Steps Block (Cai et al., "Learning Delicate Local Representations for Multi-Person Pose
+Estimation", ECCV 2020), written from the paper's description. For a block of width C:
+
+    x0       = ReLU(BN(conv1x1(x)))                 4*b channels, b = round(26/64 * C)
+                                                     (exact when C is a multiple of 32; C=64 -> b=26)
+    s_1..s_4 = split(x0, b)                          one b-channel chunk per branch
+    branch k (k = 1..4) has k 3x3 conv-BN-ReLU units u_{k,1..k}; with y_{k,d} the output of u_{k,d}:
+        y_{k,d} = u_{k,d}( y_{k,d-1} + y_{k-1,d} )   where y_{k,0} = s_k, and the step term y_{k-1,d}
+                                                     is present only when branch k-1 has depth d
+                                                     (d <= k-1); so the last unit of each branch
+                                                     gets no step input
+    out      = ReLU( BN(conv1x1(cat(y_{1,1}, y_{2,2}, y_{3,3}, y_{4,4}))) + shortcut(x) )
+    shortcut = identity, or conv1x1(stride)+BN when the width or the resolution changes
+
+i.e. the "residual steps" are added *before* each conv (the RSN formulation: the input of conv d of
+branch k is the output of conv d-1 of branch k plus the output of conv d of branch k-1). Written out:
+    y11 = u11(s1)
+    y21 = u21(s2 + y11);  y22 = u22(y21)
+    y31 = u31(s3 + y21);  y32 = u32(y31 + y22);  y33 = u33(y32)
+    y41 = u41(s4 + y31);  y42 = u42(y41 + y32);  y43 = u43(y42 + y33);  y44 = u44(y43)
+A stride > 1 is applied by the first 1x1 conv and the 1x1 projection (RSN style); the networks
+below do not use it (they downsample with a 3x3 stride-2 conv between stages).
+
+Network (`StepPoseNet`):
+    stem       3x3 s2 conv-BN-ReLU (3 -> stem), 3x3 s2 conv-BN-ReLU (stem -> stem)          -> 1/4
+    stage 1    `stage_blocks[0]` RSBs of width `stage_channels[0]` at 1/4
+    stage i>1  3x3 s2 conv-BN-ReLU (C_{i-1} -> C_i), then `stage_blocks[i]` RSBs at 1/2**(i+2)
+    neck       TopDownFusion: lateral 1x1 conv+BN per stage, upsample (nearest) + add + ReLU from
+               the coarsest stage back to 1/4, optional 3x3 conv-BN-ReLU ("smooth")
+    heads      AEHead: 1x1 conv -> J + T at 1/4; cat(features, out) -> deconv k4 s2 + BN + ReLU
+               -> BasicBlocks -> 1x1 conv -> J at 1/2
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from students.config import StudentConfigError
+from students.heads import AEHead, ConvBNReLU, TopDownFusion, init_student_weights
+from teachers.blocks import BN_MOMENTUM
+
+__all__ = ["RSB", "StepPoseNet", "StepStudentConfig", "branch_width", "build_step_student"]
+
+BRANCH_RATIO = 26 / 64
+NUM_BRANCHES = 4
+
+
+def branch_width(width: int) -> int:
+    """Channels per branch: 26/64 of the block width, rounded (exact for multiples of 32)."""
+    return max(1, round(width * BRANCH_RATIO))
+
+
+class RSB(nn.Module):
+    """Residual Steps Block: 4 branches of 1..4 3x3 convs with same-depth step connections."""
+
+    def __init__(self, in_channels: int, width: int, out_channels: int | None = None, stride: int = 1) -> None:
+        super().__init__()
+        out_channels = width if out_channels is None else out_channels
+        self.in_channels, self.width, self.out_channels, self.stride = in_channels, width, out_channels, stride
+        self.branch_channels = b = branch_width(width)
+        self.conv_in = ConvBNReLU(in_channels, NUM_BRANCHES * b, kernel_size=1, stride=stride)
+        # branches[k] holds the k+1 conv-BN-ReLU units of branch k+1 (0-based index k).
+        self.branches = nn.ModuleList(
+            nn.ModuleList(ConvBNReLU(b, b, 3) for _ in range(k + 1)) for k in range(NUM_BRANCHES))
+        self.conv_out = ConvBNReLU(NUM_BRANCHES * b, out_channels, kernel_size=1, relu=False)
+        self.shortcut = None if (stride == 1 and in_channels == out_channels) else nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+            nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM),
+        )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward_branches(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Outputs y_{k,d} of every unit: result[k][d] (0-based branch k, depth d)."""
+        chunks = torch.split(self.conv_in(x), self.branch_channels, dim=1)
+        outputs: list[list[torch.Tensor]] = []
+        prev: list[torch.Tensor] = []
+        for chunk, branch in zip(chunks, self.branches):
+            h, cur = chunk, []
+            for d, unit in enumerate(branch):
+                if d < len(prev):  # the residual step from the previous branch, same depth
+                    h = h + prev[d]
+                h = unit(h)
+                cur.append(h)
+            outputs.append(cur)
+            prev = cur
+        return outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ends = [branch[-1] for branch in self.forward_branches(x)]
+        out = self.conv_out(torch.cat(ends, dim=1))
+        shortcut = x if self.shortcut is None else self.shortcut(x)
+        return self.relu(out + shortcut)
+
+
+@dataclass(frozen=True)
+class StepStudentConfig:
+    """A step student (family 'step'); see the module docstring for the layout."""
+
+    stem_channels: int
+    stage_channels: tuple[int, ...]   # RSB width per stage; stage i runs at stride 4 * 2**i
+    stage_blocks: tuple[int, ...]     # RSBs per stage
+    neck_channels: int                # width of the top-down path and of the 1/4 features
+    deconv_channels: int              # width of the 1/2 branch
+    deconv_blocks: int = 1            # BasicBlocks after the deconv
+    smooth: bool = True               # 3x3 conv-BN-ReLU after the top-down fusion at 1/4
+    num_joints: int = 17
+    tag_per_joint: bool = True
+    name: str = ""
+    input_size: int | None = 512      # nominal training/eval input side (informative)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stage_channels", tuple(self.stage_channels))
+        object.__setattr__(self, "stage_blocks", tuple(self.stage_blocks))
+        if not 1 <= len(self.stage_channels) <= 4:
+            raise StudentConfigError(
+                f"stage_channels needs 1 to 4 entries (strides 4..32), got {list(self.stage_channels)}")
+        if len(self.stage_blocks) != len(self.stage_channels):
+            raise StudentConfigError(
+                f"stage_blocks {list(self.stage_blocks)} needs one entry per stage "
+                f"(stage_channels has {len(self.stage_channels)})")
+        positive = {"stem_channels": self.stem_channels, "neck_channels": self.neck_channels,
+                    "deconv_channels": self.deconv_channels, "num_joints": self.num_joints}
+        for key, value in positive.items():
+            if value < 1:
+                raise StudentConfigError(f"field '{key}' must be >= 1, got {value}")
+        if any(c < 1 for c in self.stage_channels) or any(b < 1 for b in self.stage_blocks):
+            raise StudentConfigError("stage_channels and stage_blocks must be positive")
+        if self.deconv_blocks < 0:
+            raise StudentConfigError(f"field 'deconv_blocks' must be >= 0, got {self.deconv_blocks}")
+
+    @property
+    def family(self) -> str:
+        return "step"
+
+    @property
+    def tag_dim(self) -> int:
+        return self.num_joints if self.tag_per_joint else 1
+
+
+class StepPoseNet(nn.Module):
+    """Bottom-up AE network of RSB stages; forward(x) -> [(B, J+T, H/4, W/4), (B, J, H/2, W/2)]."""
+
+    def __init__(self, cfg: StepStudentConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_joints = cfg.num_joints
+        self.tag_per_joint = cfg.tag_per_joint
+        self.stem = nn.Sequential(
+            ConvBNReLU(3, cfg.stem_channels, 3, stride=2),
+            ConvBNReLU(cfg.stem_channels, cfg.stem_channels, 3, stride=2),
+        )
+        stages = []
+        in_ch = cfg.stem_channels
+        for i, (width, blocks) in enumerate(zip(cfg.stage_channels, cfg.stage_blocks)):
+            layers: list[nn.Module] = []
+            if i > 0:
+                layers.append(ConvBNReLU(in_ch, width, 3, stride=2))
+                in_ch = width
+            for _ in range(blocks):
+                layers.append(RSB(in_ch, width))
+                in_ch = width
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.ModuleList(stages)
+        strides = [4 * 2 ** i for i in range(len(cfg.stage_channels))]
+        self.neck = TopDownFusion(cfg.stage_channels, strides, cfg.neck_channels, smooth=cfg.smooth)
+        self.head = AEHead(cfg.neck_channels, cfg.num_joints, cfg.tag_per_joint, cfg.deconv_channels,
+                           cfg.deconv_blocks)
+        self.input_multiple = strides[-1]
+        init_student_weights(self, self.head)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused 1/4 features (B, neck_channels, H/4, W/4)."""
+        h, w = x.shape[-2:]
+        if h % self.input_multiple or w % self.input_multiple:
+            raise ValueError(f"input size {h}x{w} is not a multiple of {self.input_multiple}")
+        x = self.stem(x)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return self.neck(feats)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.head(self.forward_features(x))
+
+
+def build_step_student(cfg: StepStudentConfig) -> StepPoseNet:
+    if not isinstance(cfg, StepStudentConfig):
+        raise TypeError(f"expected a StepStudentConfig, got {type(cfg).__name__}")
+    return StepPoseNet(cfg)
