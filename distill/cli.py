@@ -15,6 +15,8 @@ from distill.errors import AEDistillError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("distill.data.synthetic_cli", "write the embedded synthetic COCO-format keypoint dataset"),
     "oracle": ("distill.oracle", "accuracy ceiling of the decoding path with perfect network outputs"),
+    "train": ("distill.train", "train a teacher from scratch or distill a student (YAML config + --set overrides)"),
+    "cache-teacher": ("distill.teacher_cache_cli", "run a frozen teacher once over a split into a resumable float16 store"),
 }
 
 

@@ -1,0 +1,195 @@
+"""Run configuration: nested dataclasses filled from YAML, with `--set a.b=value` overrides.
+
+Unknown keys and wrong types are errors that name the file and the dotted key, so a typo in a config
+never silently trains the wrong thing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from distill.errors import AEDistillError
+
+
+class ConfigError(AEDistillError, ValueError):
+    """A configuration file or override is invalid."""
+
+
+@dataclass
+class ModelSection:
+    kind: str = "student"  # 'student' or 'teacher'
+    name: str = "step_s"  # registry name or a YAML config path
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TeacherSection:
+    """The frozen teacher for distillation (leave `name` empty to train on ground truth only)."""
+
+    name: str = ""
+    weights: str = ""  # checkpoint path (official .pth or one of our runs' checkpoints)
+    mode: str = "online"  # 'online' (run the teacher on each batch) or 'cached' (read a store)
+    store: str = ""  # cache store for mode 'cached'
+
+
+@dataclass
+class DataSection:
+    root: str = "runs/demo/data"
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    input_size: int = 512
+    workers: int = 2
+    max_people: int = 30
+    eval_images: int = 0  # evaluate on the first N val images (0 = all)
+
+
+@dataclass
+class LossSection:
+    alpha: float = 0.0
+    tag_kd_weight: float = 0.0
+    ohkm_gt: bool = False
+    ohkm_kd: bool = False
+    ohkm_topk: int = 8
+    tag_reduction: str = "mean"
+    push_factor: float = 1e-3
+    pull_factor: float = 1e-3
+    heatmap_factors: list[float] = field(default_factory=lambda: [1.0, 1.0])
+
+
+@dataclass
+class OptimSection:
+    """Adam with the official step schedule shape (x0.1 at 200/300 and 260/300 of the epochs)."""
+
+    lr: float = 1.5e-3
+    weight_decay: float = 0.0
+    epochs: int = 300
+    batch_size: int = 12
+    milestones: list[float] = field(default_factory=lambda: [200 / 300, 260 / 300])
+    gamma: float = 0.1
+    warmup_steps: int = 0
+
+
+@dataclass
+class TrainSection:
+    out: str = "runs/train"
+    seed: int = 0
+    device: str = "auto"  # 'auto', 'cpu', 'cuda'
+    amp: str = "none"  # 'none', 'bf16', 'fp16' (fp16 on CUDA only)
+    channels_last: bool = False
+    log_every: int = 10
+    eval_every: int = 1  # epochs (and always after the last one); 0 = never
+    ckpt_every: int = 0  # steps; 0 = at epoch ends only
+    max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs)
+    threads: int = 0  # torch CPU threads (0 = torch default)
+    tensorboard: bool = True
+
+
+@dataclass
+class RunConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    teacher: TeacherSection = field(default_factory=TeacherSection)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            out = tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return out
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'top level'}: expected a mapping of {cls.__name__} fields, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'top level'}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'optim.lr=3e-4' -> (['optim', 'lr'], 3e-4); the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. optim.lr=3e-4")
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML run config (or the defaults when `path` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections")
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    try:
+        return _from_dict(RunConfig, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None

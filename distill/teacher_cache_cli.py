@@ -1,0 +1,86 @@
+"""`distill cache-teacher`: run a frozen HigherHRNet teacher once over a split into a resumable float16 store.
+
+    distill cache-teacher --teacher higherhrnet_w32_512 --weights pose_higher_hrnet_w32_512.pth \\
+        --data data/coco --split train2017 --out runs/teacher-cache/w32-train [--device cuda --amp bf16]
+
+The store layout and the pixel convention are documented in `distill.teacher_cache`. Rerunning the same
+command after an interruption (Ctrl-C, a kill, a crash) continues with the first uncommitted shard; a store
+made with another teacher config, weights, input size, amp, dataset or shard size is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from distill.errors import AEDistillError
+
+DEFAULT_INPUT_SIZE = 512
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="registered teacher config name or a .yaml path (e.g. higherhrnet_w32_512, tiny)")
+    w = parser.add_mutually_exclusive_group(required=True)
+    w.add_argument("--weights", help="teacher checkpoint (.pth); its sha256 goes into the store header")
+    w.add_argument("--random-init", action="store_true",
+                   help="use a randomly initialised teacher (demos and tests only: the maps carry no knowledge)")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed for --random-init (default 0)")
+    parser.add_argument("--data", required=True, help="COCO-format dataset root (annotations/, <split>/)")
+    parser.add_argument("--split", default="train2017", help="split to cache (default train2017)")
+    parser.add_argument("--out", required=True, help="store folder (created, or resumed when it exists)")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help=f"short side of the canonical frame (default: the teacher config's input_size, else {DEFAULT_INPUT_SIZE})")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass, same-size images only (default 8)")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype for the teacher (default: float32)")
+    parser.add_argument("--shard-size", type=int, default=32, help="images per shard (default 32)")
+    parser.add_argument("--workers", type=int, default=2, help="image loading worker processes (default 2)")
+    parser.add_argument("--all-images", action="store_true",
+                        help="also cache images without person annotations (the training dataset drops them by default)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from distill.data.coco import CocoKeypointDataset
+    from distill.teacher_cache import RANDOM_INIT_NOTE, build_store, weights_identity
+    from teachers import build_teacher, get_teacher_config
+    from teachers.checkpoint import load_checkpoint
+
+    cfg = get_teacher_config(args.teacher)
+    input_size = args.input_size or cfg.input_size or DEFAULT_INPUT_SIZE
+    if input_size < 64:
+        raise AEDistillError(f"--input-size must be at least 64, got {input_size}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AEDistillError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.random_init:
+        _log("!" * 100 + f"\n!! {RANDOM_INIT_NOTE}\n" + "!" * 100)
+        torch.manual_seed(args.seed)
+        model = build_teacher(cfg)
+    else:
+        model = load_checkpoint(build_teacher(cfg), args.weights, strict=True)
+    model.eval()
+    weights = weights_identity(model, None if args.random_init else args.weights, args.random_init,
+                               args.seed if args.random_init else None)
+    dataset = CocoKeypointDataset(args.data, args.split, input_size=input_size, augment=False,
+                                  remove_images_without_annotations=not args.all_images)
+    summary = build_store(
+        args.out, model, dataset, teacher_cfg=cfg, weights=weights, input_size=input_size, device=device,
+        batch_size=args.batch_size, amp=args.amp, shard_size=args.shard_size, workers=args.workers,
+        show_progress=not args.no_progress, log=_log)
+    per_img = summary.store_bytes / max(1, summary.images_total)
+    print(f"store {args.out}: {summary.images_total} images in {summary.shards_total} shards "
+          f"({summary.shards_skipped} already committed, {summary.shards_computed} computed now), "
+          f"{summary.store_bytes / 2**20:.1f} MiB ({per_img / 2**10:.1f} KiB/image)")
+    if summary.images_computed:
+        print(f"computed {summary.images_computed} images in {summary.seconds:.1f} s "
+              f"({summary.images_per_second:.2f} images/s; teacher forward {summary.forward_seconds:.1f} s) "
+              f"teacher {cfg.name or args.teacher}, input {input_size}, device {device}, amp {args.amp or 'off'}")
+    if args.random_init:
+        _log(f"note: {RANDOM_INIT_NOTE}")
+    return 0

@@ -1,0 +1,442 @@
+"""One training loop for teachers (from scratch) and students (ground truth and/or distillation).
+
+    distill train configs/train/step_s_kd.yaml --set optim.epochs=20 --set train.out=runs/x
+
+Readable by design (torchvision-references style): build data, model, teacher, loss, optimiser;
+then epochs of steps with AMP, channels_last, TensorBoard, a progress bar, periodic COCO
+evaluation through the shared codec, and atomic checkpoints every `train.ckpt_every` steps.
+
+Exact resume: the data order of epoch e is a permutation drawn from (seed, e), every sample's
+augmentation is drawn from (seed, e, index) (see `CocoKeypointDataset.rng`), and a checkpoint stores
+model, optimiser, scheduler, scaler, the step within the epoch and the RNG states. A resumed run skips
+the batches already done and continues with exactly the losses of an uninterrupted one (on CPU).
+
+DDP: start with `torchrun --nproc_per_node N -m distill.cli train CFG`; each rank takes its slice of
+the epoch permutation; rank 0 writes checkpoints, TensorBoard and evaluations.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from distill.atomic import atomic_path, write_json_atomic
+from distill.config import ConfigError, RunConfig, load_config
+from distill.data.coco import CocoKeypointDataset
+from distill.losses import DistillLoss, LossConfig
+from distill.progress import progress
+from distill.tag_reduction import TagReducer
+from distill.teacher_targets import AugMetaDataset, OnlineTeacher
+
+CHECKPOINT = "last.pt"
+MODEL_FILE = "model.pt"
+
+
+# ------------------------------------------------------------------------------------------ building
+def build_model(kind: str, name: str, overrides: dict[str, Any] | None = None) -> nn.Module:
+    """A teacher-family (HigherHRNet) or student model by registry name or config path."""
+    if kind == "teacher":
+        from teachers import build_teacher, get_teacher_config
+
+        if overrides:
+            from dataclasses import replace
+
+            return build_teacher(replace(get_teacher_config(name), **overrides))
+        return build_teacher(name)
+    if kind == "student":
+        from students import build_student
+
+        return build_student(name, **(overrides or {}))
+    raise ConfigError(f"model.kind must be 'teacher' or 'student', got {kind!r}")
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Official checkpoints and our own `model.pt` files (`{"state_dict": ..., "config": ...}`)."""
+    from teachers.checkpoint import load_checkpoint
+
+    return load_checkpoint(model, path)
+
+
+def save_model_file(path: Path, model: nn.Module, cfg: RunConfig, extra: dict[str, Any] | None = None) -> None:
+    """A self-describing weights file that `load_weights` (and official-style loaders) read."""
+    payload = {"state_dict": model.state_dict(), "model": asdict(cfg.model), **(extra or {})}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def output_strides(model: nn.Module, input_size: int) -> list[int]:
+    """Output sizes of the model for a square input (one dry forward on a 1-image batch)."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        outs = model(torch.zeros(1, 3, input_size, input_size))
+    model.train(was)
+    return [int(o.shape[-1]) for o in outs]
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Epoch e visits a permutation drawn from (seed, e); rank r takes every world-th index.
+
+    `skip_batches` drops the first batches of the current epoch (resume mid-epoch).
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
+        self.epoch = 0
+        self.skip = 0
+        self.batches_per_epoch = size // (batch_size * world)
+        if self.batches_per_epoch == 0:
+            raise ConfigError(f"dataset of {size} images is smaller than one global batch ({batch_size} x {world})")
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip_batches
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.size, generator=g).tolist()
+        used = perm[: self.batches_per_epoch * self.batch_size * self.world]
+        mine = used[self.rank :: self.world]
+        return iter(mine[self.skip * self.batch_size :])
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.skip) * self.batch_size
+
+
+def lr_factor(step: int, steps_per_epoch: int, cfg: RunConfig) -> float:
+    """Official shape: x gamma at each milestone (fractions of the epochs), optional linear warm-up."""
+    epoch = step // steps_per_epoch
+    factor = cfg.optim.gamma ** sum(epoch >= round(m * cfg.optim.epochs) for m in cfg.optim.milestones)
+    if cfg.optim.warmup_steps and step < cfg.optim.warmup_steps:
+        factor *= (step + 1) / cfg.optim.warmup_steps
+    return factor
+
+
+# ------------------------------------------------------------------------------------------ the run
+class Trainer:
+    """Holds everything one run needs; `fit()` runs it to the end (resuming when possible)."""
+
+    def __init__(self, cfg: RunConfig, resume: bool = True) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.train.out)
+        self.rank, self.world, self.local_rank = _dist_env()
+        self.distributed = self.world > 1
+        self.device = _pick_device(cfg.train.device, self.local_rank)
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        _seed_everything(cfg.train.seed + self.rank)
+
+        self.model = build_model(cfg.model.kind, cfg.model.name, cfg.model.overrides).to(self.device)
+        self.num_joints = int(self.model.num_joints)
+        self.output_sizes = output_strides(self.model, cfg.data.input_size)
+        self.model.to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+        from distill.codec.targets import TargetConfig
+
+        self.dataset = CocoKeypointDataset(
+            cfg.data.root, cfg.data.train_split, input_size=cfg.data.input_size, output_sizes=self.output_sizes,
+            target_config=TargetConfig(max_people=cfg.data.max_people), seed=cfg.train.seed,
+        )
+        if self.dataset.num_joints != self.num_joints:
+            raise ConfigError(f"{self.dataset.annotation_file}: {self.dataset.num_joints} joints, but model "
+                              f"{cfg.model.name} predicts {self.num_joints}")
+        self.teacher, cached = self._build_teacher()
+        self.train_set = AugMetaDataset(self.dataset, cached)
+        self.sampler = EpochSampler(len(self.dataset), cfg.optim.batch_size, cfg.train.seed, self.rank, self.world)
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set, batch_size=cfg.optim.batch_size, sampler=self.sampler, num_workers=cfg.data.workers,
+            drop_last=True, persistent_workers=False, pin_memory=self.device.type == "cuda",
+        )
+        self.steps_per_epoch = self.sampler.batches_per_epoch
+
+        self.tag_reducer = TagReducer(cfg.loss.tag_reduction) if cfg.teacher.name else None
+        self.criterion = DistillLoss(self._loss_config(), self.tag_reducer)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.steps_per_epoch, cfg))
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp, "bad")
+        if self.amp_dtype == "bad":
+            raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
+        if self.amp_dtype is torch.float16 and self.device.type != "cuda":
+            raise ConfigError("train.amp=fp16 needs CUDA; use bf16 on the CPU")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+
+        self.net: nn.Module = self.model
+        if self.distributed:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.history: list[dict[str, float]] = []
+        self.best_ap = -1.0
+        if resume and (self.out / CHECKPOINT).exists():
+            self._load_checkpoint(self.out / CHECKPOINT)
+        self.writer = None
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.out / "config.json", cfg.to_dict(), indent=2)
+            if cfg.train.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.global_step or None)
+
+    # ------------------------------------------------------------------------------------ pieces
+    def _loss_config(self) -> LossConfig:
+        c = self.cfg.loss
+        use_teacher = bool(self.cfg.teacher.name)
+        return LossConfig(
+            num_joints=self.num_joints, heatmap_factors=tuple(c.heatmap_factors), push_factor=c.push_factor,
+            pull_factor=c.pull_factor, alpha=c.alpha if use_teacher else 0.0,
+            tag_kd_weight=c.tag_kd_weight if use_teacher else 0.0, ohkm_gt=c.ohkm_gt, ohkm_kd=c.ohkm_kd,
+            ohkm_topk=c.ohkm_topk, tag_reduction=c.tag_reduction,  # type: ignore[arg-type]
+            tag_index_layout="per_joint",  # the dataset encodes per-joint indices; T = 1 students use index mod H*W
+        )
+
+    def _build_teacher(self) -> tuple[Any, Any]:
+        t = self.cfg.teacher
+        if not t.name:
+            return None, None
+        if t.mode == "cached":
+            from distill.teacher_targets import CachedTeacher
+
+            if not t.store:
+                raise ConfigError("teacher.mode is 'cached' but teacher.store is empty")
+            cached = CachedTeacher(t.store, expect_teacher=t.name, expect_weights=t.weights or None,
+                                   expect_input_size=self.cfg.data.input_size)
+            return cached, cached
+        if t.mode != "online":
+            raise ConfigError(f"teacher.mode must be 'online' or 'cached', got {t.mode!r}")
+        teacher = build_model("teacher", t.name)
+        if not t.weights:
+            raise ConfigError("teacher.weights is empty: a teacher needs trained weights")
+        load_weights(teacher, t.weights)
+        return OnlineTeacher(teacher, amp=None if self.cfg.train.amp == "none" else self.cfg.train.amp,
+                             device=self.device), None
+
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _maybe_fit_tag_reducer(self) -> None:
+        """A PCA tag reduction is fitted once, on teacher tags at GT joints of training batches."""
+        if self.tag_reducer is None or self.tag_reducer.rule != "pca" or self.tag_reducer.fitted:
+            return
+        items = []
+        self.sampler.set_epoch(0)
+        for i, batch in enumerate(self.loader):
+            t_out = self.teacher.targets_for(batch)[0]
+            items.append((t_out[:, self.num_joints:].float().cpu(), batch[3][0]))
+            if i >= 7:
+                break
+        self.tag_reducer.fit(items)
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "history": self.history, "best_ap": self.best_ap, "config": self.cfg.to_dict(),
+            "tag_reducer": self.tag_reducer.state_dict() if self.tag_reducer else {},
+            "rng": {"torch": torch.get_rng_state(), "numpy": _np_state(), "python": repr(random.getstate())},
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        with atomic_path(self.out / CHECKPOINT) as tmp:
+            torch.save(self._state(), tmp)
+
+    def _load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("config", {}).get("model") != self.cfg.to_dict()["model"]:
+            raise ConfigError(f"{path} was written for model {state.get('config', {}).get('model')}, "
+                              f"not {self.cfg.to_dict()['model']}; use another train.out or remove it")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
+        self.global_step = int(state["global_step"])
+        self.history = list(state["history"])
+        self.best_ap = float(state["best_ap"])
+        if self.tag_reducer is not None and state["tag_reducer"]:
+            self.tag_reducer.load_state_dict(state["tag_reducer"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+
+    # ------------------------------------------------------------------------------------ loop
+    def train_step(self, batch: Any) -> dict[str, float]:
+        images, heatmaps, masks, indices, _ = batch
+        to = lambda xs: [x.to(self.device, non_blocking=True) for x in xs]  # noqa: E731
+        images = images.to(self.device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        teacher_outputs = None
+        if self.teacher is not None:
+            teacher_outputs = [t.to(self.device) for t in self.teacher.targets_for(batch)]
+        with self._autocast():
+            outputs = self.net(images)
+        loss, logs = self.criterion([o.float() for o in outputs], to(heatmaps), to(masks), to(indices), teacher_outputs)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.global_step}; lower optim.lr or check data")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        return logs
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self._maybe_fit_tag_reducer()
+        max_steps = cfg.train.max_steps or cfg.optim.epochs * self.steps_per_epoch
+        t0 = time.perf_counter()
+        images_seen = 0
+        while self.epoch < cfg.optim.epochs and self.global_step < max_steps:
+            self.dataset.set_epoch(self.epoch)
+            self.sampler.set_epoch(self.epoch, self.step_in_epoch)
+            self.net.train()
+            bar = progress(self.loader, f"epoch {self.epoch + 1}/{cfg.optim.epochs}", enabled=self.rank == 0,
+                           unit="batch")
+            for batch in bar:
+                logs = self.train_step(batch)
+                self.step_in_epoch += 1
+                self.global_step += 1
+                images_seen += cfg.optim.batch_size * self.world
+                self.history.append({"step": self.global_step, **logs})
+                if self.writer and self.global_step % max(1, cfg.train.log_every) == 0:
+                    for k, v in logs.items():
+                        self.writer.add_scalar(f"{'train' if k != 'lr' else 'opt'}/{k}", v, self.global_step)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{logs['total']:.4g}")
+                if cfg.train.ckpt_every and self.global_step % cfg.train.ckpt_every == 0:
+                    self.save_checkpoint()
+                if self.global_step >= max_steps:
+                    break
+            if self.step_in_epoch >= self.steps_per_epoch:
+                self.epoch += 1
+                self.step_in_epoch = 0
+                last = self.epoch >= cfg.optim.epochs or self.global_step >= max_steps
+                if cfg.train.eval_every and (self.epoch % cfg.train.eval_every == 0 or last):
+                    self.evaluate()
+                self.save_checkpoint()
+        wall = time.perf_counter() - t0
+        self.save_checkpoint()  # also when stopped by max_steps mid-epoch, so the run can continue
+        if self.distributed:
+            self._check_replicas_agree()
+        result = {"steps": self.global_step, "train_seconds": wall,
+                  "images_per_second": images_seen / wall if wall > 0 else 0.0,
+                  "final_loss": self.history[-1]["total"] if self.history else None}
+        if self.rank == 0:
+            save_model_file(self.out / MODEL_FILE, self.model, cfg,
+                            {"tag_reducer": self.tag_reducer.state_dict() if self.tag_reducer else {}})
+            write_json_atomic(self.out / "train_summary.json", {**result, "best_ap": self.best_ap}, indent=2)
+        if self.writer:
+            self.writer.close()
+        return result
+
+    def _check_replicas_agree(self) -> None:
+        """DDP invariant: every rank ends with the same weights (a cheap checksum, all-gathered)."""
+        checksum = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).sum().reshape(1)
+        gathered = [torch.zeros_like(checksum) for _ in range(self.world)]
+        dist.all_gather(gathered, checksum)
+        if any(not torch.equal(g, gathered[0]) for g in gathered):
+            raise RuntimeError(f"DDP replicas diverged: parameter checksums {[g.item() for g in gathered]}")
+
+    def evaluate(self) -> dict[str, float]:
+        """COCO AP on the val split through the shared test-time path (rank 0 only)."""
+        if self.rank != 0:
+            return {}
+        from distill.predict import Predictor, evaluate_model
+
+        predictor = Predictor(self.model, self.dataset.spec, input_size=self.cfg.data.input_size, flip=True,
+                              device=self.device)
+        stats = evaluate_model(predictor, self.cfg.data.root, self.cfg.data.val_split,
+                               limit=self.cfg.data.eval_images or None, show_progress=False)
+        self.model.train()
+        self.best_ap = max(self.best_ap, stats["AP"])
+        write_json_atomic(self.out / f"eval_epoch{self.epoch:03d}.json", stats, indent=2)
+        if self.writer:
+            for k, v in stats.items():
+                self.writer.add_scalar(f"val/{k}", v, self.global_step)
+            self._log_images()
+        return stats
+
+    def _log_images(self) -> None:
+        """Predicted heatmaps (max over joints) and tag map 0 of one training sample."""
+        image, *_ = self.dataset.sample(0)
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model(image[None].to(self.device))[0][0].float().cpu()
+        self.model.train()
+        heat = out[: self.num_joints].amax(0).clamp(0, 1)
+        tag = out[self.num_joints]
+        tag = (tag - tag.min()) / (tag.max() - tag.min() + 1e-6)
+        self.writer.add_image("pred/heatmaps_max", heat[None], self.global_step)
+        self.writer.add_image("pred/tag0", tag[None], self.global_step)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _dist_env() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _pick_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device is 'cuda' but no GPU is available")
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _np_state() -> Any:
+    return np.random.get_state()[1].tolist()[:4]  # recorded for inspection; data randomness is per sample
+
+
+def train(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="YAML run config (see configs/train/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.epochs=5 (repeatable)")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if train.out has a checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, resume=not args.no_resume)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(json.dumps(result, indent=2, default=float))
+    return 0
