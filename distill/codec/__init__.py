@@ -19,7 +19,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from distill.codec.decode import DecodedImage, DecodeParams, decode
+from distill.codec import decode as decoding  # keep `distill.codec.decode` the module, not the function
+from distill.codec.decode import DecodedImage, DecodeParams
 from distill.codec.matching import MatchParams
 from distill.codec.targets import OutRes, TargetConfig, encode_targets
 from distill.keypoints import KeypointSpec
@@ -51,4 +52,4 @@ class AECodec:
 
     def decode(self, heatmaps: torch.Tensor | np.ndarray, tags: torch.Tensor | np.ndarray) -> list[DecodedImage]:
         """(B, J, H, W) heatmaps and (B, T, H, W[, L]) tags -> people per image (map pixel coords)."""
-        return decode(heatmaps, tags, self.decoding)
+        return decoding.decode(heatmaps, tags, self.decoding)

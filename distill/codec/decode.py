@@ -88,8 +88,10 @@ def top_k(
     flat_tags = tags.reshape(tags.shape[0], h * w, tags.shape[-1])
     if threshold is not None:
         # float32(threshold) <= every float32 value that is > threshold in float64 (the matching test).
-        joint, y, x = np.nonzero(heatmaps >= np.float32(threshold))
-        if joint.size <= _SPARSE_LIMIT * heatmaps.size:
+        flat = np.flatnonzero(heatmaps.reshape(-1) >= np.float32(threshold))  # 1-D nonzero: cheapest
+        if flat.size <= _SPARSE_LIMIT * heatmaps.size:
+            joint, rest = np.divmod(flat, h * w)
+            y, x = np.divmod(rest, w)
             return _sparse_top_k(heatmaps, flat_tags, joint, y, x, k, nms_kernel)
     peaks = nms(heatmaps, nms_kernel).reshape(j, h * w)
     k_eff = min(k, h * w)
@@ -178,12 +180,16 @@ def refine(people: np.ndarray, det: np.ndarray, tags: np.ndarray, threads: int =
     miss_person, miss_joint = np.nonzero(people[:, :, 2] == 0)
     if miss_person.size == 0:
         return people
-    queries = [(int(j), mean_tags[p]) for p, j in zip(miss_person, miss_joint)]
-    if threads > 1 and len(queries) > 1:
+    centres = np.stack([mean_tags[p] for p in miss_person]).astype(np.float32)
+    joints_used = np.unique(miss_joint)
+    if threads > 1 and len(joints_used) > 1:
         with ThreadPoolExecutor(threads) as pool:
-            best = np.array(list(pool.map(lambda q: _refine_argmax(det, tags, *q), queries)))
+            parts = list(pool.map(lambda j: refine_argmax(det, tags, int(j), centres[miss_joint == j]), joints_used))
     else:
-        best = np.array([_refine_argmax(det, tags, j, c) for j, c in queries])
+        parts = [refine_argmax(det, tags, int(j), centres[miss_joint == j]) for j in joints_used]
+    best = np.empty(miss_joint.size, dtype=np.int64)
+    for j, part in zip(joints_used, parts):
+        best[miss_joint == j] = part
 
     bx, by = best % w, best // w
     value = det[miss_joint, by, bx]
@@ -196,24 +202,59 @@ def refine(people: np.ndarray, det: np.ndarray, tags: np.ndarray, threads: int =
     return people
 
 
-def _refine_argmax(det: np.ndarray, tags: np.ndarray, joint: int, centre: np.ndarray) -> int:
-    """Flat index of the first maximum of `det[joint] - round(||tags[joint] - centre||)`.
+def _scores(det: np.ndarray, tag: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """`det - round(sqrt(sum_l (tag_l - c_l)^2))` for each centre: (Q, *det.shape).
 
-    float32 throughout, squares summed over tag dims in order, numpy's correctly rounded sqrt and
-    round-half-even: bit-identical to the official expression, in a few in-place passes.
+    Bit-identical to the official numpy float32 expression: squares summed over tag dims in order,
+    numpy's correctly rounded sqrt, round half to even.
     """
-    t = tags[0 if tags.shape[0] == 1 else joint]
-    score = np.subtract(t[..., 0], centre[0])
+    expand = (slice(None),) + (None,) * det.ndim
+    score = np.subtract(tag[..., 0], centres[:, 0][expand])
     np.square(score, out=score)
     tmp = np.empty_like(score)
-    for d in range(1, t.shape[-1]):
-        np.subtract(t[..., d], centre[d], out=tmp)
+    for d in range(1, tag.shape[-1]):
+        np.subtract(tag[..., d], centres[:, d][expand], out=tmp)
         np.square(tmp, out=tmp)
         score += tmp
     np.sqrt(score, out=score)
     np.round(score, out=score)
-    np.subtract(det[joint], score, out=score)
-    return int(score.argmax())
+    np.subtract(det, score, out=score)
+    return score
+
+
+# Pixel stride of the probe grid that gives refine a first lower bound on each answer.
+_PROBE_STRIDE = 4
+# A query whose candidates are (estimated) above this fraction of the map is scored densely.
+_DENSE_FRACTION = 0.25
+
+
+def refine_argmax(det: np.ndarray, tags: np.ndarray, joint: int, centres: np.ndarray) -> np.ndarray:
+    """For each centre c: flat index of the first maximum of `det[joint] - round(||tags[joint] - c||)`.
+
+    Exact pruning: the rounded distance is >= 0, so a pixel scores at most its `det`. Scoring a sparse
+    probe grid gives each query a score that some pixel reaches, hence a lower bound b on its answer;
+    only pixels with det >= b can reach the answer (or tie with it). Those candidates are scored
+    exactly, in increasing flat order, so `argmax` keeps numpy's first-occurrence rule. Queries whose
+    bound lets most of the map through (flat maps, far-off tags) score the whole map instead.
+    """
+    d = det[joint]
+    t = tags[0 if tags.shape[0] == 1 else joint]
+    h, w = d.shape
+    st = _PROBE_STRIDE
+    d_probe = d[::st, ::st]
+    bound = _scores(d_probe, t[::st, ::st], centres).reshape(len(centres), -1).max(axis=1)
+    # Fraction of pixels each bound lets through, estimated on the probe grid.
+    passing = (d_probe.reshape(1, -1) >= bound[:, None]).mean(axis=1)
+    sparse = passing <= _DENSE_FRACTION
+    best = np.empty(len(centres), dtype=np.int64)
+    for q in np.flatnonzero(~sparse):
+        best[q] = int(_scores(d, t, centres[q : q + 1])[0].argmax())
+    if sparse.any():
+        flat_d = d.reshape(-1)
+        cand = np.flatnonzero(flat_d >= bound[sparse].min())
+        scores = _scores(flat_d[cand], t.reshape(h * w, -1)[cand], centres[sparse])
+        best[sparse] = cand[scores.argmax(axis=1)]
+    return best
 
 
 def decode(
