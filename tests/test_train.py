@@ -81,3 +81,13 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="optim.batch_size: expected int"):
         load_config(None, ["optim.batch_size=two"])
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "train").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_train_configs_load_and_name_real_models(path: Path) -> None:
+    from distill.train import build_model
+
+    cfg = load_config(path)
+    build_model(cfg.model.kind, cfg.model.name, cfg.model.overrides)
+    if cfg.teacher.name:
+        build_model("teacher", cfg.teacher.name)
