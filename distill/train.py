@@ -333,6 +333,7 @@ class Trainer:
             if self.step_in_epoch >= self.steps_per_epoch:
                 self.epoch += 1
                 self.step_in_epoch = 0
+                self._log_epoch(t0, images_seen)
                 last = self.epoch >= cfg.optim.epochs or self.global_step >= max_steps
                 if cfg.train.eval_every and (self.epoch % cfg.train.eval_every == 0 or last):
                     self.evaluate()
@@ -351,6 +352,18 @@ class Trainer:
         if self.writer:
             self.writer.close()
         return result
+
+    def _log_epoch(self, t0: float, images_seen: int) -> None:
+        """One plain line per epoch (the progress bar is silent when output is not a terminal)."""
+        if self.rank != 0:
+            return
+        recent = self.history[-self.steps_per_epoch:]
+        mean = lambda k: sum(h.get(k, 0.0) for h in recent) / max(1, len(recent))  # noqa: E731
+        terms = " ".join(f"{k}={mean(k):.4g}" for k in ("hm_4", "hm_2", "push", "pull", "tag_kd") if k in recent[-1])
+        elapsed = time.perf_counter() - t0
+        print(f"[{self.out.name}] epoch {self.epoch}/{self.cfg.optim.epochs} step {self.global_step} "
+              f"loss={mean('total'):.4g} {terms} lr={recent[-1]['lr']:.3g} "
+              f"{images_seen / max(elapsed, 1e-9):.1f} img/s {elapsed / 60:.1f} min", flush=True)
 
     def _check_replicas_agree(self) -> None:
         """DDP invariant: every rank ends with the same weights (a cheap checksum, all-gathered)."""
@@ -373,6 +386,8 @@ class Trainer:
         self.model.train()
         self.best_ap = max(self.best_ap, stats["AP"])
         write_json_atomic(self.out / f"eval_epoch{self.epoch:03d}.json", stats, indent=2)
+        print(f"[{self.out.name}] eval after epoch {self.epoch}: AP={stats['AP']:.3f} AP50={stats['AP50']:.3f} "
+              f"AR={stats['AR']:.3f}", flush=True)
         if self.writer:
             for k, v in stats.items():
                 self.writer.add_scalar(f"val/{k}", v, self.global_step)
