@@ -17,6 +17,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "oracle": ("distill.oracle", "accuracy ceiling of the decoding path with perfect network outputs"),
     "train": ("distill.train", "train a teacher from scratch or distill a student (YAML config + --set overrides)"),
     "cache-teacher": ("distill.teacher_cache_cli", "run a frozen teacher once over a split into a resumable float16 store"),
+    "export": ("distill.export", "export a teacher or student to ONNX (BatchNorm folded, checked against PyTorch)"),
+    "visualize": ("distill.visualize", "draw predicted skeletons (and heatmap / tag panels) for images"),
+    "compare-tags": ("distill.compare_tags", "AP cost of reducing a teacher's per-joint tag maps to one (first/mean/pca) vs students"),
+    "bench": ("distill.bench", "COCO AP, params/GMACs and CPU/GPU speed of teachers and students, with a report folder"),
 }
 
 
