@@ -17,8 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/distill synth --out $(DEMO_DIR)/data
-	$(BIN)/distill oracle --data $(DEMO_DIR)/data --split val2017
+	$(BIN)/distill demo --out $(DEMO_DIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -13,6 +13,7 @@ from distill.errors import AEDistillError
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("distill.demo", "the whole pipeline on the synthetic dataset: teacher, cache, students, bench, tags"),
     "synth": ("distill.data.synthetic_cli", "write the embedded synthetic COCO-format keypoint dataset"),
     "oracle": ("distill.oracle", "accuracy ceiling of the decoding path with perfect network outputs"),
     "train": ("distill.train", "train a teacher from scratch or distill a student (YAML config + --set overrides)"),

@@ -1,0 +1,200 @@
+"""`distill demo`: the whole product on the embedded synthetic dataset, end to end.
+
+Stages, each reused when it already finished (a marker in OUT/stages/), so a rerun only does what is
+missing and an interrupted training resumes from its checkpoint:
+
+ 1. data      `distill synth`: a COCO-format multi-person dataset;
+ 2. teacher   a small HigherHRNet trained from scratch (no official weights exist for this data);
+ 3. cache     the teacher's outputs on the train split (float16 store, warped per augmentation);
+ 4. students  a 17-tag and a 1-tag step student distilled from the cache with one budget;
+ 5. bench     AP, params, GMACs, latency of all three -> results.md/csv, flops_vs_ap.png, overlays;
+ 6. tags      teacher 17 tag maps vs one reduced map (first/mean/pca), students 17 vs 1 tag.
+
+Everything lands in OUT/report/. Defaults fit a 2-core CPU in about a quarter of an hour; a GPU is
+used when present.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from distill.atomic import write_json_atomic, write_text_atomic
+from distill.config import DataSection, LossSection, ModelSection, OptimSection, RunConfig, TeacherSection, TrainSection
+
+TEACHER = "higherhrnet_w16_synth"
+STUDENTS = {"step_s (17 tags, KD)": ("step_s", "mean"), "step_s_1tag (1 tag, KD)": ("step_s_1tag", "pca")}
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The demo's budget; the defaults are sized for a 2-core CPU."""
+
+    out: str = "runs/demo"
+    seed: int = 0
+    train_images: int = 240
+    val_images: int = 60
+    image_size: int = 256
+    input_size: int = 256
+    teacher_epochs: int = 10
+    student_epochs: int = 8
+    batch_size: int = 8
+    workers: int = 2
+    device: str = "auto"
+    alpha: float = 0.5
+    tag_kd_weight: float = 1e-2
+    # The official AE factors (1e-3) separate tags too slowly for a minutes-long CPU run.
+    ae_factor: float = 1e-2
+
+
+def _run_config(s: DemoSettings, name: str, model: ModelSection, epochs: int, teacher: TeacherSection | None = None,
+                tag_reduction: str = "mean") -> RunConfig:
+    out = Path(s.out)
+    return RunConfig(
+        model=model,
+        teacher=teacher or TeacherSection(),
+        data=DataSection(root=str(out / "data"), input_size=s.input_size, workers=s.workers),
+        loss=LossSection(alpha=s.alpha if teacher else 0.0, tag_kd_weight=s.tag_kd_weight if teacher else 0.0,
+                         tag_reduction=tag_reduction, push_factor=s.ae_factor, pull_factor=s.ae_factor),
+        optim=OptimSection(epochs=epochs, batch_size=s.batch_size),
+        train=TrainSection(out=str(out / name), seed=s.seed, device=s.device, eval_every=0, ckpt_every=50,
+                           tensorboard=True),
+    )
+
+
+class Stages:
+    """Runs named stages once; a finished stage leaves OUT/stages/NAME.json with its wall time."""
+
+    def __init__(self, out: Path, settings: DemoSettings) -> None:
+        self.dir = out / "stages"
+        self.settings = asdict(settings)
+        self.walls: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> None:
+        marker = self.dir / f"{name}.json"
+        if marker.exists():
+            done = json.loads(marker.read_text())
+            if done.get("settings") == self.settings:
+                self.walls[name] = float(done["seconds"])
+                print(f"== {name}: reused ({done['seconds']:.0f} s when it ran)", flush=True)
+                return
+            raise SystemExit(f"{marker}: this demo folder was made with other settings; use another --out "
+                             "or delete the folder")
+        print(f"== {name}", flush=True)
+        t0 = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - t0
+        self.walls[name] = seconds
+        write_json_atomic(marker, {"seconds": seconds, "settings": self.settings}, indent=2)
+        print(f"== {name}: {seconds:.0f} s", flush=True)
+
+
+def run_demo(s: DemoSettings) -> Path:
+    from distill.data.synthetic import ensure_dataset
+    from distill.train import MODEL_FILE, train
+
+    out = Path(s.out)
+    report = out / "report"
+    stages = Stages(out, s)
+    teacher_weights = out / "teacher" / MODEL_FILE
+    cache = out / "teacher_cache"
+
+    stages.run("data", lambda: ensure_dataset(out / "data", seed=s.seed, num_train=s.train_images,
+                                              num_val=s.val_images, image_size=s.image_size))
+    stages.run("teacher", lambda: train(_run_config(s, "teacher", ModelSection("teacher", TEACHER), s.teacher_epochs)))
+    stages.run("cache", lambda: _cache_teacher(s, teacher_weights, cache))
+    teacher_section = TeacherSection(name=TEACHER, weights=str(teacher_weights), mode="cached", store=str(cache))
+    for label, (student, rule) in STUDENTS.items():
+        stages.run(f"student_{student}", lambda student=student, rule=rule: train(_run_config(
+            s, student, ModelSection("student", student), s.student_epochs, teacher_section, rule)))
+    stages.run("bench", lambda: _bench(s, teacher_weights, report))
+    stages.run("tags", lambda: _compare_tags(s, teacher_weights, report))
+
+    summary = _summary(out, report, stages.walls)
+    print(summary)
+    print(f"\nReport: {report.resolve()}")
+    return report
+
+
+def _device(s: DemoSettings) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device
+
+
+def _cache_teacher(s: DemoSettings, weights: Path, store: Path) -> None:
+    from distill.data.coco import CocoKeypointDataset
+    from distill.teacher_cache import build_store, weights_identity
+    from teachers import build_teacher, get_teacher_config
+    from teachers.checkpoint import load_checkpoint
+
+    model = load_checkpoint(build_teacher(TEACHER), weights).eval()
+    dataset = CocoKeypointDataset(Path(s.out) / "data", "train2017", input_size=s.input_size, augment=False)
+    summary = build_store(store, model, dataset, teacher_cfg=get_teacher_config(TEACHER),
+                          weights=weights_identity(model, weights, False, None), input_size=s.input_size,
+                          device=_device(s), batch_size=s.batch_size)
+    print(f"cached {summary.images_total} images, {summary.store_bytes / 2**20:.1f} MiB")
+
+
+def _model_specs(s: DemoSettings, teacher_weights: Path) -> list[str]:
+    out = Path(s.out)
+    specs = [f"teacher={'teacher'}:{TEACHER}:{teacher_weights}"]
+    for student, _ in STUDENTS.values():
+        specs.append(f"{student}=student:{student}:{out / student / 'model.pt'}")
+    return specs
+
+
+def _bench(s: DemoSettings, teacher_weights: Path, report: Path) -> None:
+    from distill.bench import parse_models, run_bench, write_report
+
+    rows = run_bench(parse_models(_model_specs(s, teacher_weights)), Path(s.out) / "data", "val2017",
+                     input_size=s.input_size, repeats=5, overlays=4, device=_device(s))
+    write_report(rows, report, title="aedistill demo: synthetic val2017")
+
+
+def _compare_tags(s: DemoSettings, teacher_weights: Path, report: Path) -> None:
+    from distill.compare_tags import compare_tags
+
+    out = Path(s.out)
+    compare_tags(f"teacher:{TEACHER}:{teacher_weights}", out / "data", "val2017", input_size=s.input_size,
+                 fit_images=min(64, s.train_images),
+                 students={"17 tags": f"student:step_s:{out / 'step_s' / 'model.pt'}",
+                           "1 tag": f"student:step_s_1tag:{out / 'step_s_1tag' / 'model.pt'}"},
+                 out=report, device=_device(s))
+
+
+def _summary(out: Path, report: Path, walls: dict[str, float]) -> str:
+    parts = ["# aedistill demo (synthetic dataset)", ""]
+    for name in ("results.md", "compare_tags.md"):
+        path = report / name
+        if path.exists():
+            parts += [path.read_text().strip(), ""]
+    parts.append("Stage wall times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items())
+                 + f"; total {sum(walls.values()) / 60:.1f} min")
+    text = "\n".join(parts)
+    write_text_atomic(report / "demo.md", text + "\n")
+    return text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = DemoSettings()
+    parser.add_argument("--out", default=d.out, help=f"demo folder (default {d.out}); reruns reuse finished stages")
+    parser.add_argument("--device", default=d.device, help="auto (GPU when present), cpu or cuda")
+    parser.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs)
+    parser.add_argument("--student-epochs", type=int, default=d.student_epochs)
+    parser.add_argument("--train-images", type=int, default=d.train_images)
+    parser.add_argument("--val-images", type=int, default=d.val_images)
+    parser.add_argument("--seed", type=int, default=d.seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = DemoSettings(out=args.out, device=args.device, teacher_epochs=args.teacher_epochs,
+                            student_epochs=args.student_epochs, train_images=args.train_images,
+                            val_images=args.val_images, seed=args.seed)
+    t0 = time.perf_counter()
+    run_demo(settings)
+    print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")
+    return 0
