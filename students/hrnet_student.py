@@ -2,8 +2,7 @@
 
 The config is the teachers' `HigherHRNetConfig` (YAML: `family: hrnet` plus the same fields as
 configs/teachers/*.yaml, including the optional stem_channels / layer1_planes / layer1_blocks). The
-network is the teacher's `PoseHigherResolutionNet` (same module tree and state_dict layout), with the
-student attributes `num_joints` and `tag_per_joint` added. Students must keep the two-output AE
+network is the teacher's `PoseHigherResolutionNet` (same module tree and state_dict layout). Students must keep the two-output AE
 contract: one deconv (cat_output true) and with_ae_loss [true, false].
 """
 from __future__ import annotations
@@ -16,15 +15,7 @@ __all__ = ["HRNetStudent", "build_hrnet_student", "check_hrnet_student_config"]
 
 
 class HRNetStudent(PoseHigherResolutionNet):
-    """`PoseHigherResolutionNet` with the student attributes; forward is the teacher's."""
-
-    @property
-    def num_joints(self) -> int:
-        return self.cfg.num_joints
-
-    @property
-    def tag_per_joint(self) -> bool:
-        return self.cfg.tag_per_joint
+    """The teacher network under a student name (it already has `num_joints` / `tag_per_joint`)."""
 
 
 def check_hrnet_student_config(cfg: HigherHRNetConfig, source: str = "<config>") -> None:

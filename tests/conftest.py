@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AEDISTILL_SHARED", REPO_ROOT.parent / "shared"))
@@ -29,3 +30,13 @@ def reference_dir() -> Path:
 @pytest.fixture(scope="session")
 def coco_mini_dir() -> Path:
     return _require(COCO_MINI)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Test inputs are tiny: one intra-op thread is as fast, and many times faster when other jobs load
+    the CPUs (multi-threaded kernels spin-wait on an oversubscribed machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -34,15 +34,6 @@ def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny inputs: threads only add contention on a shared CPU (OnnxModel follows torch's setting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _with_detections(model: nn.Module, offset: float = 0.2) -> nn.Module:
     """Lift the heatmap channels of a random student so the decoder finds people to compare."""
     with torch.no_grad():

@@ -35,16 +35,6 @@ IMAGES = ("000000165518", "000000183709")
 INPUT_SIZE = 256
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's small convolutions gain little from a second thread, and two OpenMP threads
-    slow down many-fold when another process holds a core; one thread keeps this module ~15 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(reference_dir: Path) -> nn.Module:
     model = build_teacher("tiny")

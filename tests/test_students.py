@@ -24,16 +24,6 @@ ALL = sorted(EXPECTED + [f"{n}_1tag" for n in EXPECTED])
 J = 17
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The inputs are tiny: one thread is as fast, and far faster when other jobs load the CPUs
-    # (multi-threaded kernels on an oversubscribed machine spin-wait).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_registry_lists_every_named_student() -> None:
     assert list_students() == ALL
     families = {n: config_family(get_student_config(n)) for n in ALL}

@@ -26,15 +26,6 @@ from teachers import build_teacher, config_from_dict, get_teacher_config
 INPUT = 64  # small frames (64 x 64 or 64 x 128 for the 128-px images) keep the teacher forwards cheap
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The forwards here are tiny: with 2 intra-op threads on a busy 2-CPU machine they ran 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth")

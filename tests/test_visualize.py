@@ -14,14 +14,6 @@ from distill.model_spec import ModelSpec, ModelSpecError, RandomWeightsWarning, 
 from distill.visualize import draw_people, heatmap_panel, joint_sides, side_by_side, tag_panel
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _person(spec: KeypointSpec, cx: float, cy: float, value: float = 0.9) -> np.ndarray:
     """A crude upright figure (J, 3) around (cx, cy)."""
     rng = np.random.default_rng(0)
