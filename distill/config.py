@@ -26,6 +26,9 @@ class ModelSection:
     kind: str = "student"  # 'student' or 'teacher'
     name: str = "step_s"  # registry name or a YAML config path
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Weight init when training from scratch: 'default' (the builder's), 'kaiming' (Kaiming-normal
+    # convs, N(0, 0.001) output layers: what the students use).
+    init: str = "default"
 
 
 @dataclass

@@ -139,7 +139,9 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         _seed_everything(cfg.train.seed + self.rank)
 
-        self.model = build_model(cfg.model.kind, cfg.model.name, cfg.model.overrides).to(self.device)
+        self.model = build_model(cfg.model.kind, cfg.model.name, cfg.model.overrides)
+        _initialise(self.model, cfg.model.init)
+        self.model.to(self.device)
         self.num_joints = int(self.model.num_joints)
         self.output_sizes = output_strides(self.model, cfg.data.input_size)
         self.model.to(self.device)
@@ -409,6 +411,21 @@ class Trainer:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def _initialise(model: nn.Module, scheme: str) -> None:
+    """Re-initialise a freshly built model (a resumed run then loads its checkpoint over it)."""
+    if scheme == "default":
+        return
+    if scheme != "kaiming":
+        raise ConfigError(f"model.init must be 'default' or 'kaiming', got {scheme!r}")
+    from students.heads import init_student_weights
+
+    init_student_weights(model)
+    for final in getattr(model, "final_layers", []):  # the AE output convs start small, as officially
+        nn.init.normal_(final.weight, std=0.001)
+        if final.bias is not None:
+            nn.init.zeros_(final.bias)
+
+
 def _dist_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
