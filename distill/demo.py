@@ -50,6 +50,8 @@ class DemoSettings:
     tag_kd_weight: float = 1e-2
     # The official AE factors (1e-3) separate tags too slowly for a minutes-long CPU run.
     ae_factor: float = 1e-2
+    # From scratch, the builder's default init left the teacher's tags collapsed; Kaiming init does not.
+    teacher_init: str = "kaiming"
 
 
 def _run_config(s: DemoSettings, name: str, model: ModelSection, epochs: int, teacher: TeacherSection | None = None,
@@ -106,7 +108,8 @@ def run_demo(s: DemoSettings) -> Path:
 
     stages.run("data", lambda: ensure_dataset(out / "data", seed=s.seed, num_train=s.train_images,
                                               num_val=s.val_images, image_size=s.image_size))
-    stages.run("teacher", lambda: train(_run_config(s, "teacher", ModelSection("teacher", TEACHER), s.teacher_epochs)))
+    stages.run("teacher", lambda: train(_run_config(s, "teacher", ModelSection("teacher", TEACHER, init=s.teacher_init),
+                                                    s.teacher_epochs)))
     stages.run("cache", lambda: _cache_teacher(s, teacher_weights, cache))
     teacher_section = TeacherSection(name=TEACHER, weights=str(teacher_weights), mode="cached", store=str(cache))
     for label, (student, rule) in STUDENTS.items():

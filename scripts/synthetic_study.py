@@ -53,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra overrides for the STUDENT runs (the budget must stay equal across them)")
     ap.add_argument("--teacher-set", action="append", default=[], help="extra overrides for the teacher run")
+    ap.add_argument("--table-only", action="store_true", help="only tabulate the finished runs under --root")
     args = ap.parse_args(argv)
     root = args.root
+    if args.table_only:
+        return _tabulate(root, args.seeds)
     data = root / "data"
     walls: dict[str, float | str] = {}
 
@@ -97,6 +100,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _run_seconds(out: Path) -> float | str:
+    summary = out / "train_summary.json"
+    return float(json.loads(summary.read_text())["train_seconds"]) if summary.exists() else "?"
+
+
+def _tabulate(root: Path, seeds: list[int]) -> int:
+    """The table from finished run folders (wall times from their train_summary.json)."""
+    results: dict[str, list[tuple[int, dict[str, float], float | str]]] = {}
+    for seed in seeds:
+        for label, name in (("step_s GT only", f"step_s_gt_seed{seed}"), ("step_s distilled", f"step_s_kd_seed{seed}")):
+            if (root / name).exists():
+                results.setdefault(label, []).append((seed, _final_stats(root / name), _run_seconds(root / name)))
+    one_tag = root / f"step_s_1tag_kd_seed{seeds[0]}"
+    if one_tag.exists():
+        results["step_s_1tag distilled (pca)"] = [(seeds[0], _final_stats(one_tag), _run_seconds(one_tag))]
+    walls = {"teacher": _run_seconds(root / "teacher"), "cache": "see cache.log"}
+    table = _table(_final_stats(root / "teacher"), walls, results)
+    print(table)
+    (root / "study.md").write_text("### Synthetic study: GT-only vs distilled students, equal budget\n\n" + table + "\n")
+    print(f"written to {root / 'study.md'}")
+    return 0
+
+
 def _table(teacher_stats: dict[str, float], walls: dict[str, float | str],
            results: dict[str, list[tuple[int, dict[str, float], float | str]]]) -> str:
     import torch
@@ -109,7 +135,7 @@ def _table(teacher_stats: dict[str, float], walls: dict[str, float | str],
         rep = count_macs(model, 256)
         return rep.params / 1e6, rep.macs_paper / 1e9
 
-    fmt = lambda w: w if isinstance(w, str) else f"{w / 60:.1f} min"  # noqa: E731
+    fmt = lambda w: w if isinstance(w, str) else f"{w / 60:.1f} min"  # noqa: E731  (training loop only)
     rows = ["| model | seeds | AP (mean) | AP per seed | AP50 | params (M) | GMACs @256 | wall time |",
             "|---|---|---|---|---|---|---|---|"]
     p, g = cost(build_teacher("higherhrnet_w16_synth"))
