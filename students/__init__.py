@@ -28,14 +28,13 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Union
 
-import yaml
 from torch import nn
 
 from students.config import StudentConfigError, check_unknown_keys, dataclass_from_dict, plain
 from students.hrnet_student import HRNetStudent, build_hrnet_student, check_hrnet_student_config
 from students.step import RSB, StepPoseNet, StepStudentConfig, build_step_student
 from students.timm_student import TimmPoseNet, TimmStudentConfig, build_timm_student
-from teachers.config import HigherHRNetConfig, TeacherConfigError, config_from_dict
+from teachers.config import HigherHRNetConfig, TeacherConfigError, config_from_dict, read_yaml_mapping
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "students"
 
@@ -82,19 +81,7 @@ def list_students() -> list[str]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StudentConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise StudentConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        raise StudentConfigError(f"{path}: the file is empty")
-    if not isinstance(data, dict):
-        raise StudentConfigError(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, StudentConfigError)
 
 
 def _resolve_path(text: str) -> Path:

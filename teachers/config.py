@@ -267,20 +267,28 @@ def config_from_dict(data: Any, source: str = "<dict>", default_name: str = "") 
         raise _wrap(exc, source, "") from None
 
 
-def load_config(path: str | os.PathLike[str]) -> HigherHRNetConfig:
-    """Read a YAML architecture file into a `HigherHRNetConfig` (name defaults to the file stem)."""
-    path = Path(path)
+def read_yaml_mapping(path: Path, error: type[Exception] = TeacherConfigError) -> dict[str, Any]:
+    """A YAML config file's top-level mapping; unreadable, invalid, empty or non-mapping files raise
+    `error` naming the file (shared by the teacher and student registries)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise TeacherConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+        raise error(f"{path}: cannot read config file: {exc.strerror or exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise TeacherConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise error(f"{path}: not valid YAML: {exc}") from None
     if data is None:
-        raise TeacherConfigError(f"{path}: the file is empty")
-    return config_from_dict(data, source=str(path), default_name=path.stem)
+        raise error(f"{path}: the file is empty")
+    if not isinstance(data, dict):
+        raise error(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | os.PathLike[str]) -> HigherHRNetConfig:
+    """Read a YAML architecture file into a `HigherHRNetConfig` (name defaults to the file stem)."""
+    path = Path(path)
+    return config_from_dict(read_yaml_mapping(path), source=str(path), default_name=path.stem)
 
 
 def dump_config(cfg: HigherHRNetConfig) -> str:
