@@ -33,7 +33,6 @@ The returned maps are aligned with the augmented image exactly like the ground-t
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import cv2
@@ -309,27 +308,8 @@ class AugMetaDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
 
-    def _make(self, index: int) -> Any:
-        from distill.data.coco import ImageReadError
-
-        ds, n = self.dataset, len(self.dataset)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for a dataset of {n} images")
-        index %= n
-        if not getattr(ds, "skip_bad_images", False):
-            return ds.make_sample(index)
-        for attempt in range(n):
-            i = (index + attempt) % n
-            try:
-                return ds.make_sample(i)
-            except ImageReadError as exc:
-                ds.skipped += 1
-                warnings.warn(f"skipping unreadable image ({ds.skipped} skipped so far): {exc}", RuntimeWarning,
-                              stacklevel=2)
-        raise AEDistillError(f"{ds.image_dir}: none of the {n} images could be read")
-
     def __getitem__(self, index: int) -> tuple[Any, ...]:
-        s = self._make(index)
+        s = self.dataset.make_sample_skipping(index)
         meta: dict[str, Any] = {
             "index": int(s.index),
             "image_id": s.image_id,

@@ -468,26 +468,31 @@ class CocoKeypointDataset(torch.utils.data.Dataset):
             extra={"center": aug.center, "scale": aug.scale, "mask_in": raw.mask, "joints_in": raw.joints},
         )
 
-    def sample(self, index: int, params: AugmentParams | None = None):
-        """`(image, [heatmaps], [masks], [indices])` for `index`; bad images skipped when configured."""
+    def make_sample_skipping(self, index: int, params: AugmentParams | None = None) -> TrainingSample:
+        """`make_sample`, but with `skip_bad_images` an unreadable image is counted, warned about and
+        replaced by the next readable one (with that index's own random draws)."""
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for a dataset of {n} images")
         index %= n
         if not self.skip_bad_images:
-            return self.make_sample(index, params).as_tuple()
+            return self.make_sample(index, params)
         for attempt in range(n):
             i = (index + attempt) % n
             if i in self._bad:
                 continue
             try:
-                return self.make_sample(i, params if attempt == 0 else None).as_tuple()
+                return self.make_sample(i, params if attempt == 0 else None)
             except ImageReadError as exc:
                 self._bad.add(i)
                 self.skipped += 1
                 warnings.warn(f"skipping unreadable image ({self.skipped} skipped so far): {exc}",
                               RuntimeWarning, stacklevel=2)
         raise DataError(f"{self.image_dir}: none of the {n} images could be read")
+
+    def sample(self, index: int, params: AugmentParams | None = None):
+        """`(image, [heatmaps], [masks], [indices])` for `index`; bad images skipped when configured."""
+        return self.make_sample_skipping(index, params).as_tuple()
 
     def __getitem__(self, index: int):
         return self.sample(index)
