@@ -55,6 +55,8 @@ class DataSection:
 @dataclass
 class LossSection:
     alpha: float = 0.0
+    kd_type: str = "mse"  # heatmap KD: 'mse' (FPD) or 'softmax' (spatial distributions, KL; see losses.py)
+    kd_temperature: float = 1.0
     tag_kd_weight: float = 0.0
     ohkm_gt: bool = False
     ohkm_kd: bool = False

@@ -13,8 +13,10 @@ Per-image terms (all (B,) float32):
 - heatmap GT term at output i: `((pred - gt)^2 * mask).mean over (J, H, W)` (official `HeatmapLoss`), or, with
   OHKM, the mean of the top-k per-joint losses (per-joint loss = the masked squared error averaged over H, W);
 - heatmap KD term: the same between the student's and the teacher's heatmaps (same mask), OHKM switchable
-  independently; the two are combined FPD-style: `alpha * KD + (1 - alpha) * GT` (alpha = 0 -> pure GT and the
-  teacher is not used; alpha = 1 -> pure KD and the GT heatmaps are not used);
+  independently; or, with `kd_type='softmax'`, per joint KL(softmax(teacher / tau) || softmax(student / tau))
+  * tau^2 over the unmasked pixels (channel-wise distillation: each heatmap read as a spatial distribution).
+  The two are combined FPD-style: `alpha * KD + (1 - alpha) * GT` (alpha = 0 -> pure GT and the teacher is
+  not used; alpha = 1 -> pure KD and the GT heatmaps are not used);
 - AE push/pull (official `AELoss`, `exp` or `max`): tags flattened per image to (T*H*W,), index entries point
   into that array (per-joint layout j*H*W + y*W + x for T = J, shared layout y*W + x for T = 1; see
   `LossConfig.tag_index_layout`). For each person with >= 1 visible entry: the mean tag; pull = mean over the
@@ -42,11 +44,12 @@ from torch import Tensor, nn
 from distill.tag_reduction import TAG_RULES, TagReducer, TagRule
 
 AELossType = Literal["exp", "max"]
+KDType = Literal["mse", "softmax"]
 IndexLayout = Literal["auto", "per_joint", "shared"]
 
 __all__ = [
     "LossConfig", "DistillLoss", "TagReducer",
-    "per_joint_heatmap_loss", "heatmap_loss", "ae_loss", "tag_kd_loss", "resolve_tag_index", "output_name",
+    "per_joint_heatmap_loss", "heatmap_loss", "per_joint_softmax_kd_loss", "ae_loss", "tag_kd_loss", "resolve_tag_index", "output_name",
 ]
 
 
@@ -61,6 +64,12 @@ class LossConfig:
     pull_factor: float = 1e-3
     ae_loss_type: AELossType = "exp"
     alpha: float = 0.0  # heatmap KD weight: alpha * KD + (1 - alpha) * GT
+    # Heatmap KD between student and teacher: 'mse' (FPD: the masked MSE, like the GT term) or 'softmax'
+    # (each heatmap as a spatial distribution softmax(h / kd_temperature) over its unmasked pixels,
+    # KL(teacher || student) * kd_temperature^2, channel-wise distillation as in CWD). 'softmax' weighs
+    # the pixels by where the teacher puts its mass (the peaks), where the MSE is dominated by background.
+    kd_type: KDType = "mse"
+    kd_temperature: float = 1.0
     tag_kd_weight: float = 0.0
     ohkm_gt: bool = False  # top-k hard joints on the GT heatmap term
     ohkm_kd: bool = False  # top-k hard joints on the KD heatmap term
@@ -83,6 +92,10 @@ class LossConfig:
             raise ValueError(f"heatmap_factors must be >= 0, got {self.heatmap_factors}")
         if not 0.0 <= float(self.alpha) <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.kd_type not in get_args(KDType):
+            raise ValueError(f"kd_type must be one of {get_args(KDType)}, got {self.kd_type!r}")
+        if not float(self.kd_temperature) > 0:
+            raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}")
         if self.ohkm_topk < 1:
             raise ValueError(f"ohkm_topk must be >= 1, got {self.ohkm_topk}")
         if self.ae_loss_type not in get_args(AELossType):
@@ -127,6 +140,27 @@ def _reduce_joints(per_joint: Tensor, topk: int | None) -> Tensor:
 def heatmap_loss(pred: Tensor, gt: Tensor, mask: Tensor, topk: int | None = None) -> Tensor:
     """(B,) masked heatmap MSE per image: mean over (J, H, W), or the mean of the `topk` hardest joints (OHKM)."""
     return _reduce_joints(per_joint_heatmap_loss(pred, gt, mask), topk)
+
+
+_MASKED_LOGIT = -1.0e4  # exp() of it is exactly 0 in float32: masked pixels get no mass and no gradient
+
+
+def per_joint_softmax_kd_loss(pred: Tensor, teacher: Tensor, mask: Tensor, temperature: float) -> Tensor:
+    """(B, J): KL(softmax(teacher / T) || softmax(pred / T)) * T^2 over each heatmap's unmasked pixels.
+
+    Each (image, joint) heatmap is read as a distribution over its pixels where `mask` is 1; an image whose
+    mask is all 0 contributes 0. The teacher is detached.
+    """
+    per_joint_heatmap_loss(pred, teacher, mask)  # the same shape checks
+    b, j, h, w = pred.shape
+    keep = (mask.reshape(b, 1, h * w) > 0).to(pred.device)
+    t = float(temperature)
+    s_logit = (pred.float().reshape(b, j, h * w) / t).masked_fill(~keep, _MASKED_LOGIT)
+    t_logit = (teacher.detach().float().reshape(b, j, h * w) / t).masked_fill(~keep, _MASKED_LOGIT)
+    log_ps = torch.log_softmax(s_logit, dim=-1)
+    log_pt = torch.log_softmax(t_logit, dim=-1)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=-1) * (t * t)
+    return kl * keep.any(dim=-1).float()
 
 
 # ------------------------------------------------------------------------------------------------ tags
@@ -349,7 +383,11 @@ class DistillLoss(nn.Module):
             terms[f"hm_gt_{name}"] = gt
             if teacher_outputs is not None:
                 with torch.set_grad_enabled(torch.is_grad_enabled() and alpha > 0):
-                    kd = heatmap_loss(pred, teacher_outputs[i][:, :j].detach(), masks[i].to(pred.device), kd_k)
+                    t_heat, m = teacher_outputs[i][:, :j].detach(), masks[i].to(pred.device)
+                    if cfg.kd_type == "softmax":
+                        kd = _reduce_joints(per_joint_softmax_kd_loss(pred, t_heat, m, cfg.kd_temperature), kd_k)
+                    else:
+                        kd = heatmap_loss(pred, t_heat, m, kd_k)
                 terms[f"hm_kd_{name}"] = kd
                 hm = gt if alpha == 0 else kd if alpha == 1 else alpha * kd + (1 - alpha) * gt
             else:

@@ -124,6 +124,20 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: RunConfig) -> float:
 
 
 # ------------------------------------------------------------------------------------------ the run
+def loss_config(cfg: RunConfig, num_joints: int) -> LossConfig:
+    """The `LossConfig` of a run: its `loss` section; the KD terms only when a teacher is configured."""
+    c = cfg.loss
+    use_teacher = bool(cfg.teacher.name)
+    return LossConfig(
+        num_joints=num_joints, heatmap_factors=tuple(c.heatmap_factors), push_factor=c.push_factor,
+        pull_factor=c.pull_factor, alpha=c.alpha if use_teacher else 0.0,
+        kd_type=c.kd_type, kd_temperature=c.kd_temperature,  # type: ignore[arg-type]
+        tag_kd_weight=c.tag_kd_weight if use_teacher else 0.0, ohkm_gt=c.ohkm_gt, ohkm_kd=c.ohkm_kd,
+        ohkm_topk=c.ohkm_topk, tag_reduction=c.tag_reduction,  # type: ignore[arg-type]
+        tag_index_layout="per_joint",  # the dataset encodes per-joint indices; T = 1 students use index mod H*W
+    )
+
+
 class Trainer:
     """Holds everything one run needs; `fit()` runs it to the end (resuming when possible)."""
 
@@ -199,15 +213,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ pieces
     def _loss_config(self) -> LossConfig:
-        c = self.cfg.loss
-        use_teacher = bool(self.cfg.teacher.name)
-        return LossConfig(
-            num_joints=self.num_joints, heatmap_factors=tuple(c.heatmap_factors), push_factor=c.push_factor,
-            pull_factor=c.pull_factor, alpha=c.alpha if use_teacher else 0.0,
-            tag_kd_weight=c.tag_kd_weight if use_teacher else 0.0, ohkm_gt=c.ohkm_gt, ohkm_kd=c.ohkm_kd,
-            ohkm_topk=c.ohkm_topk, tag_reduction=c.tag_reduction,  # type: ignore[arg-type]
-            tag_index_layout="per_joint",  # the dataset encodes per-joint indices; T = 1 students use index mod H*W
-        )
+        return loss_config(self.cfg, self.num_joints)
 
     def _build_teacher(self) -> tuple[Any, Any]:
         t = self.cfg.teacher

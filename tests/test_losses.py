@@ -10,7 +10,8 @@ import torch
 
 from distill.codec.targets import joint_indices
 from distill.losses import (
-    DistillLoss, LossConfig, ae_loss, heatmap_loss, per_joint_heatmap_loss, resolve_tag_index, tag_kd_loss,
+    DistillLoss, LossConfig, ae_loss, heatmap_loss, per_joint_heatmap_loss, per_joint_softmax_kd_loss,
+    resolve_tag_index, tag_kd_loss,
 )
 from distill.tag_reduction import TagReducer, _fix_sign, sample_tag_vectors
 
@@ -244,6 +245,65 @@ def test_alpha_extremes_ignore_the_other_source():
 
     with pytest.raises(ValueError, match="teacher_outputs are required for heatmap KD"):
         DistillLoss(LossConfig(alpha=0.5))(outs, hms, masks, idx)
+
+
+def softmax_kd_literal(pred: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, t: float) -> torch.Tensor:
+    """KL(teacher || student) of the spatial softmax over unmasked pixels, image by image, joint by joint."""
+    out = torch.zeros(pred.shape[:2], dtype=torch.float64)
+    for b in range(pred.shape[0]):
+        keep = mask[b].reshape(-1) > 0
+        if not keep.any():
+            continue
+        for j in range(pred.shape[1]):
+            s = pred[b, j].reshape(-1)[keep].double() / t
+            q = teacher[b, j].reshape(-1)[keep].double() / t
+            ps, pt = torch.softmax(s, 0), torch.softmax(q, 0)
+            out[b, j] = (pt * (pt.log() - ps.log())).sum() * t * t
+    return out
+
+
+@pytest.mark.parametrize("temperature", [0.1, 1.0])
+def test_softmax_kd_matches_literal_and_ignores_masked_pixels(temperature):
+    g = torch.Generator().manual_seed(11)
+    pred = torch.rand(3, J, 12, 10, generator=g, requires_grad=True)
+    teacher = torch.rand(3, J, 12, 10, generator=g)
+    mask = (torch.rand(3, 12, 10, generator=g) > 0.3).float()
+    mask[2] = 0  # an image with nothing to learn from contributes 0
+    got = per_joint_softmax_kd_loss(pred, teacher, mask, temperature)
+    ref = softmax_kd_literal(pred.detach(), teacher, mask, temperature)
+    assert torch.allclose(got.double(), ref, rtol=1e-4, atol=1e-7)
+    assert (got[2] == 0).all() and (got[:2] > 0).all()
+    assert per_joint_softmax_kd_loss(teacher, teacher, mask, temperature).abs().max() < 1e-6
+    # Masked pixels: changing them changes nothing, and they get no gradient.
+    changed = per_joint_softmax_kd_loss(pred + 5 * (1 - mask)[:, None], teacher - 3 * (1 - mask)[:, None], mask,
+                                        temperature)
+    assert torch.allclose(changed, got, rtol=1e-5, atol=1e-7)
+    got.sum().backward()
+    assert torch.isfinite(pred.grad).all()
+    assert (pred.grad * (1 - mask)[:, None]).abs().max() == 0
+    # Invariant to a constant shift of the student (a distribution), unlike the MSE.
+    shifted = per_joint_softmax_kd_loss(pred.detach() + 0.7, teacher, mask, temperature)
+    assert torch.allclose(shifted, got.detach(), rtol=1e-4, atol=1e-7)
+
+
+def test_softmax_kd_in_distill_loss_and_validation():
+    outs, hms, masks, idx, teacher = _batch(torch.Generator().manual_seed(5))
+    cfg = LossConfig(alpha=0.4, kd_type="softmax", kd_temperature=0.2)
+    total, logs = DistillLoss(cfg)(outs, hms, masks, idx, teacher)
+    for i, s in enumerate(("4", "2")):
+        kd = per_joint_softmax_kd_loss(outs[i][:, :J], teacher[i][:, :J], masks[i], 0.2).mean().item()
+        assert logs[f"hm_kd_{s}"] == pytest.approx(kd, rel=1e-5)
+    expect = sum(0.4 * logs[f"hm_kd_{s}"] + 0.6 * logs[f"hm_gt_{s}"] for s in ("4", "2"))
+    expect += 1e-3 * (logs["push"] + logs["pull"])
+    assert total.item() == pytest.approx(expect, rel=1e-5)
+    ohkm = DistillLoss(LossConfig(alpha=1.0, kd_type="softmax", kd_temperature=0.2, ohkm_kd=True, ohkm_topk=4))
+    per_joint = per_joint_softmax_kd_loss(outs[0][:, :J], teacher[0][:, :J], masks[0], 0.2)
+    assert ohkm(outs, hms, masks, idx, teacher)[1]["hm_kd_4"] == pytest.approx(
+        per_joint.topk(4, dim=1).values.mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="kd_type must be one of"):
+        LossConfig(kd_type="kl")
+    with pytest.raises(ValueError, match="kd_temperature must be > 0"):
+        LossConfig(kd_type="softmax", kd_temperature=0)
 
 
 # ------------------------------------------------------------------------------------------ tag KD / reduction

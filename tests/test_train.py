@@ -87,7 +87,25 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 def test_shipped_train_configs_load_and_name_real_models(path: Path) -> None:
     from distill.train import build_model
 
+    from distill.train import loss_config
+
     cfg = load_config(path)
     build_model(cfg.model.kind, cfg.model.name, cfg.model.overrides)
+    loss = loss_config(cfg, 17)  # validates the loss section
     if cfg.teacher.name:
         build_model("teacher", cfg.teacher.name)
+    else:
+        assert loss.alpha == 0 and loss.tag_kd_weight == 0
+
+
+def test_loss_section_reaches_the_loss_and_bad_values_are_named(tmp_path: Path) -> None:
+    from distill.train import loss_config
+
+    kd = load_config(REPO / "configs" / "train" / "synth_step_s_kd.yaml")
+    loss = loss_config(kd, 17)
+    assert (loss.kd_type, loss.kd_temperature, loss.alpha) == (kd.loss.kd_type, kd.loss.kd_temperature, kd.loss.alpha)
+    # Without a teacher the KD weights are switched off, whatever the section says.
+    no_teacher = load_config(REPO / "configs" / "train" / "synth_step_s_kd.yaml", ["teacher.name=''"])
+    assert loss_config(no_teacher, 17).alpha == 0.0
+    with pytest.raises(ValueError, match="kd_type must be one of"):
+        loss_config(load_config(None, ["loss.kd_type=kl"]), 17)
