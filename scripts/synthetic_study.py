@@ -2,14 +2,16 @@
 """Does distillation help? Teacher vs students on the embedded synthetic dataset, on the CPU.
 
 Stages (each reused when already finished, so a rerun only does what is missing):
- 1. `distill synth` the dataset (runs/demo/data);
+ 1. `distill synth` the dataset (ROOT/data);
  2. `distill train configs/train/synth_teacher.yaml` (small HigherHRNet from scratch);
  3. `distill cache-teacher` its outputs on the train split;
  4. students with the same budget (epochs, images, lr schedule): step_s on ground truth only and
-    step_s distilled, each for every --seeds; step_s_1tag distilled (one shared tag map);
- 5. a table: val AP (mean over seeds), params, GMACs at the input size, wall time per run.
+    step_s distilled, each for every --seeds; step_s_1tag distilled (one shared tag map), first seed;
+    with --ablations also the KD variants of ABLATIONS (first seed): what each loss choice does;
+ 5. a table: val AP (mean over seeds), the loss of each row read back from the run's config.json, params,
+    GMACs at the input size, wall time per run. The script refuses to tabulate runs whose budgets differ.
 
-    python scripts/synthetic_study.py [--seeds 0 1] [--root runs/demo] [--set optim.epochs=12 ...]
+    python scripts/synthetic_study.py [--seeds 0 1] [--root runs/study] [--ablations] [--table-only]
 """
 from __future__ import annotations
 
@@ -20,8 +22,36 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+
+# (label, config, run-folder prefix, extra overrides); the folder is ROOT/<prefix>_seed<seed>.
+MAIN_RUNS = [
+    ("step_s GT only", "configs/train/synth_step_s_gt.yaml", "step_s_gt", []),
+    ("step_s distilled", "configs/train/synth_step_s_kd.yaml", "step_s_kd", []),
+]
+ONE_TAG_RUN = ("step_s_1tag distilled", "configs/train/synth_step_s_1tag_kd.yaml", "step_s_1tag_kd", [])
+ABLATIONS = [
+    ("ablation: FPD MSE KD + tag KD", "configs/train/synth_step_s_kd.yaml", "abl_mse_tagkd",
+     ["loss.kd_type=mse", "loss.tag_kd_weight=1e-2"]),
+    ("ablation: MSE KD", "configs/train/synth_step_s_kd.yaml", "abl_mse", ["loss.kd_type=mse"]),
+    ("ablation: MSE KD, alpha 0.2", "configs/train/synth_step_s_kd.yaml", "abl_mse_a02",
+     ["loss.kd_type=mse", "loss.alpha=0.2"]),
+    ("ablation: MSE KD + OHKM on KD", "configs/train/synth_step_s_kd.yaml", "abl_mse_ohkm",
+     ["loss.kd_type=mse", "loss.ohkm_kd=true"]),
+    ("ablation: softmax KD + OHKM on KD", "configs/train/synth_step_s_kd.yaml", "abl_softmax_ohkm",
+     ["loss.ohkm_kd=true"]),
+    ("ablation: softmax KD from the 8-epoch teacher", "configs/train/synth_step_s_kd.yaml", "abl_short_teacher",
+     ["teacher.weights={root}/teacher_short/model.pt", "teacher.store={root}/teacher_short_cache"]),
+    ("ablation: 1-tag, FPD MSE KD + tag KD", "configs/train/synth_step_s_1tag_kd.yaml", "abl_1tag_mse_tagkd",
+     ["loss.kd_type=mse", "loss.tag_kd_weight=1e-2", "loss.tag_reduction=pca"]),
+]
+# A weaker teacher for the teacher-quality ablation: the same config and schedule shape, 8 epochs not 24.
+SHORT_TEACHER = ("teacher_short", ["optim.epochs=8"])
+BUDGET_KEYS = (("optim", "epochs"), ("optim", "batch_size"), ("optim", "lr"), ("optim", "milestones"),
+               ("optim", "gamma"), ("optim", "warmup_steps"), ("optim", "weight_decay"), ("train", "max_steps"),
+               ("data", "input_size"), ("data", "root"), ("data", "train_split"))
 
 
 def _run(cmd: list[str]) -> float:
@@ -35,6 +65,10 @@ def _distill(*args: str) -> list[str]:
     return [sys.executable, "-m", "distill.cli", *args]
 
 
+def _sets(items: list[str]) -> list[str]:
+    return sum((["--set", s] for s in items), [])
+
+
 def _final_stats(out: Path) -> dict[str, float]:
     evals = sorted(out.glob("eval_epoch*.json"))
     if not evals:
@@ -46,85 +80,111 @@ def _finished(out: Path) -> bool:
     return (out / "train_summary.json").exists() and (out / "model.pt").exists()
 
 
+def _run_seconds(out: Path) -> float | str:
+    summary = out / "train_summary.json"
+    return float(json.loads(summary.read_text())["train_seconds"]) if summary.exists() else "?"
+
+
+def _config(out: Path) -> dict[str, Any]:
+    path = out / "config.json"
+    if not path.exists():
+        raise SystemExit(f"{path}: missing (every run folder records its resolved config)")
+    return json.loads(path.read_text())
+
+
+def describe_loss(cfg: dict[str, Any]) -> str:
+    """The distillation part of a run's loss, from its recorded config (older runs: kd_type 'mse')."""
+    loss, teacher = cfg["loss"], cfg.get("teacher", {})
+    if not teacher.get("name"):
+        return "GT only"
+    parts = []
+    if loss["alpha"] > 0:
+        kd = loss.get("kd_type", "mse")
+        kd = f"softmax KD tau {loss.get('kd_temperature', 1.0):g}" if kd == "softmax" else "MSE KD"
+        parts.append(f"{kd}, alpha {loss['alpha']:g}")
+        if loss.get("ohkm_kd"):
+            parts.append(f"OHKM top-{loss['ohkm_topk']} on KD")
+    if loss.get("ohkm_gt"):
+        parts.append(f"OHKM top-{loss['ohkm_topk']} on GT")
+    parts.append(f"tag KD {loss['tag_kd_weight']:g}" + (f" ({loss['tag_reduction']})"
+                 if loss["tag_kd_weight"] > 0 and cfg["model"]["name"].endswith("_1tag") else ""))
+    return ", ".join(parts) + f" ({teacher.get('mode', 'online')} teacher: {Path(teacher['weights']).parent.name})"
+
+
+def _budget(cfg: dict[str, Any]) -> tuple:
+    return tuple(json.dumps(cfg[sec][key]) for sec, key in BUDGET_KEYS)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("runs/study"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--ablations", action="store_true", help="also run/tabulate the KD ablations (first seed)")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra overrides for the STUDENT runs (the budget must stay equal across them)")
     ap.add_argument("--teacher-set", action="append", default=[], help="extra overrides for the teacher run")
     ap.add_argument("--table-only", action="store_true", help="only tabulate the finished runs under --root")
     args = ap.parse_args(argv)
     root = args.root
-    if args.table_only:
-        return _tabulate(root, args.seeds)
-    data = root / "data"
-    walls: dict[str, float | str] = {}
-
-    walls["data"] = _run(_distill("synth", "--out", str(data)))
-    teacher_out = root / "teacher"
-    common = [f"data.root={data}"]
-    if _finished(teacher_out):
-        walls["teacher"] = "reused"
-    else:
-        walls["teacher"] = _run(_distill("train", "configs/train/synth_teacher.yaml",
-                                         *sum((["--set", s] for s in common + [f"train.out={teacher_out}"] + args.teacher_set), [])))
-    cache = root / "teacher_cache"
-    walls["cache"] = _run(_distill("cache-teacher", "--teacher", "higherhrnet_w16_synth", "--weights",
-                                   str(teacher_out / "model.pt"), "--data", str(data), "--split", "train2017",
-                                   "--out", str(cache), "--input-size", "256", "--no-progress"))
-
-    runs = []
-    for seed in args.seeds:
-        runs.append(("step_s GT only", "configs/train/synth_step_s_gt.yaml", seed, f"step_s_gt_seed{seed}"))
-        runs.append(("step_s distilled", "configs/train/synth_step_s_kd.yaml", seed, f"step_s_kd_seed{seed}"))
-    runs.append(("step_s_1tag distilled (pca)", "configs/train/synth_step_s_1tag_kd.yaml", args.seeds[0],
-                 f"step_s_1tag_kd_seed{args.seeds[0]}"))
-
-    results: dict[str, list[tuple[int, dict[str, float], float | str]]] = {}
-    for label, config, seed, name in runs:
+    runs = [(label, cfg, f"{prefix}_seed{seed}", extra, seed)
+            for seed in args.seeds for label, cfg, prefix, extra in MAIN_RUNS]
+    label, cfg, prefix, extra = ONE_TAG_RUN
+    runs.append((label, cfg, f"{prefix}_seed{args.seeds[0]}", extra, args.seeds[0]))
+    if args.ablations:  # run on the first seed; other seeds' finished folders are tabulated too
+        runs += [(label, cfg, f"{prefix}_seed{seed}", extra, seed)
+                 for label, cfg, prefix, extra in ABLATIONS for seed in args.seeds]
+    walls: dict[str, float | str] = {"cache": "see cache.log"}
+    teacher_out, cache, data = root / "teacher", root / "teacher_cache", root / "data"
+    teachers = [(teacher_out, args.teacher_set)]
+    if args.ablations:
+        teachers.append((root / SHORT_TEACHER[0], args.teacher_set + SHORT_TEACHER[1]))
+    if not args.table_only:
+        walls["data"] = _run(_distill("synth", "--out", str(data)))
+        common = [f"data.root={data}"]
+        for out, extra in teachers:
+            if not _finished(out):
+                _run(_distill("train", "configs/train/synth_teacher.yaml",
+                              *_sets(common + [f"train.out={out}"] + extra)))
+            cache_wall = _run(_distill("cache-teacher", "--teacher", "higherhrnet_w16_synth", "--weights",
+                                       str(out / "model.pt"), "--data", str(data), "--split", "train2017",
+                                       "--out", f"{out}_cache", "--input-size", "256", "--no-progress"))
+            if out == teacher_out:
+                walls["cache"] = cache_wall
+        for label, config, name, extra, seed in runs:
+            extra = [e.format(root=root) for e in extra]
+            out = root / name
+            sets = common + [f"train.out={out}", f"train.seed={seed}", f"teacher.weights={teacher_out / 'model.pt'}",
+                             f"teacher.store={cache}"] + extra + args.overrides
+            if "GT only" in label:
+                sets = [s for s in sets if not s.startswith("teacher.")]
+            if not _finished(out) and (seed == args.seeds[0] or not label.startswith("ablation")):
+                _run(_distill("train", config, *_sets(sets)))
+    results: dict[str, list[tuple[int, dict[str, float], float | str, dict[str, Any]]]] = {}
+    budgets: dict[tuple, list[str]] = {}
+    for label, _, name, _, seed in runs:
         out = root / name
-        sets = common + [f"train.out={out}", f"train.seed={seed}", f"teacher.weights={teacher_out / 'model.pt'}",
-                         f"teacher.store={cache}"] + args.overrides
-        if "GT only" in label:
-            sets = [s for s in sets if not s.startswith("teacher.")]
-        wall: float | str = "reused" if _finished(out) else _run(
-            _distill("train", config, *sum((["--set", s] for s in sets), [])))
-        results.setdefault(label, []).append((seed, _final_stats(out), wall))
-
-    teacher_stats = _final_stats(teacher_out)
-    table = _table(teacher_stats, walls, results)
-    print(table)
-    (root / "study.md").write_text(table + "\n")
-    print(f"written to {root / 'study.md'}")
-    return 0
-
-
-def _run_seconds(out: Path) -> float | str:
-    summary = out / "train_summary.json"
-    return float(json.loads(summary.read_text())["train_seconds"]) if summary.exists() else "?"
-
-
-def _tabulate(root: Path, seeds: list[int]) -> int:
-    """The table from finished run folders (wall times from their train_summary.json)."""
-    results: dict[str, list[tuple[int, dict[str, float], float | str]]] = {}
-    for seed in seeds:
-        for label, name in (("step_s GT only", f"step_s_gt_seed{seed}"), ("step_s distilled", f"step_s_kd_seed{seed}")):
-            if (root / name).exists():
-                results.setdefault(label, []).append((seed, _final_stats(root / name), _run_seconds(root / name)))
-    one_tag = root / f"step_s_1tag_kd_seed{seeds[0]}"
-    if one_tag.exists():
-        results["step_s_1tag distilled (pca)"] = [(seeds[0], _final_stats(one_tag), _run_seconds(one_tag))]
-    walls = {"teacher": _run_seconds(root / "teacher"), "cache": "see cache.log"}
-    table = _table(_final_stats(root / "teacher"), walls, results)
+        if not _finished(out):
+            if not (label.startswith("ablation") and seed != args.seeds[0]):
+                print(f"(skipping {out}: not finished)")
+            continue
+        cfg = _config(out)
+        budgets.setdefault(_budget(cfg), []).append(name)
+        results.setdefault(label, []).append((seed, _final_stats(out), _run_seconds(out), cfg))
+    if len(budgets) > 1:
+        raise SystemExit("the student runs do not share one budget: " + "; ".join(
+            f"{dict(zip((f'{s}.{k}' for s, k in BUDGET_KEYS), b))}: {names}" for b, names in budgets.items()))
+    teacher_rows = [("teacher higherhrnet_w16_synth", teacher_out)]
+    if args.ablations and _finished(root / SHORT_TEACHER[0]):
+        teacher_rows.append(("teacher, 8 epochs (ablation)", root / SHORT_TEACHER[0]))
+    table = _table([(label, _final_stats(out), _run_seconds(out)) for label, out in teacher_rows], walls, results)
     print(table)
     (root / "study.md").write_text("### Synthetic study: GT-only vs distilled students, equal budget\n\n" + table + "\n")
     print(f"written to {root / 'study.md'}")
     return 0
 
 
-def _table(teacher_stats: dict[str, float], walls: dict[str, float | str],
-           results: dict[str, list[tuple[int, dict[str, float], float | str]]]) -> str:
+def _table(teachers: list[tuple[str, dict[str, float], float | str]], walls: dict[str, float | str],
+           results: dict[str, list[tuple[int, dict[str, float], float | str, dict[str, Any]]]]) -> str:
     import torch
 
     from distill.flops import count_macs
@@ -136,19 +196,23 @@ def _table(teacher_stats: dict[str, float], walls: dict[str, float | str],
         return rep.params / 1e6, rep.macs_paper / 1e9
 
     fmt = lambda w: w if isinstance(w, str) else f"{w / 60:.1f} min"  # noqa: E731  (training loop only)
-    rows = ["| model | seeds | AP (mean) | AP per seed | AP50 | params (M) | GMACs @256 | wall time |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | loss | seeds | AP (mean) | AP per seed | AP50 (mean) | params (M) | GMACs @256 | wall time |",
+            "|---|---|---|---|---|---|---|---|---|"]
     p, g = cost(build_teacher("higherhrnet_w16_synth"))
-    rows.append(f"| teacher higherhrnet_w16_synth | 0 | {teacher_stats['AP']:.3f} | - | {teacher_stats['AP50']:.3f} "
-                f"| {p:.2f} | {g:.2f} | {fmt(walls['teacher'])} |")
+    for label, stats, wall in teachers:
+        rows.append(f"| {label} | GT only | 0 | {stats['AP']:.3f} | - | {stats['AP50']:.3f} | {p:.2f} | {g:.2f} "
+                    f"| {fmt(wall)} |")
     for label, entries in results.items():
-        name = "step_s_1tag" if "1tag" in label else "step_s"
-        p, g = cost(build_student(name))
-        aps = [s["AP"] for _, s, _ in entries]
-        ap50 = statistics.mean(s["AP50"] for _, s, _ in entries)
-        seeds = ",".join(str(seed) for seed, _, _ in entries)
-        rows.append(f"| {label} | {seeds} | {statistics.mean(aps):.3f} | {' / '.join(f'{a:.3f}' for a in aps)} "
-                    f"| {ap50:.3f} | {p:.2f} | {g:.2f} | {', '.join(fmt(w) for _, _, w in entries)} |")
+        losses = {describe_loss(c) for *_, c in entries}
+        if len(losses) > 1:
+            raise SystemExit(f"{label}: the seeds were run with different losses: {sorted(losses)}")
+        p, g = cost(build_student(entries[0][3]["model"]["name"]))
+        aps = [s["AP"] for _, s, _, _ in entries]
+        ap50 = statistics.mean(s["AP50"] for _, s, _, _ in entries)
+        seeds = ",".join(str(seed) for seed, *_ in entries)
+        rows.append(f"| {label} | {losses.pop()} | {seeds} | {statistics.mean(aps):.3f} "
+                    f"| {' / '.join(f'{a:.3f}' for a in aps)} | {ap50:.3f} | {p:.2f} | {g:.2f} "
+                    f"| {', '.join(fmt(w) for _, _, w, _ in entries)} |")
     rows.append(f"\ncache build: {fmt(walls['cache'])}; students share one budget (configs/train/synth_step_s_*.yaml)")
     return "\n".join(rows)
 
