@@ -42,6 +42,8 @@ ABLATIONS = [
      ["loss.kd_type=mse", "loss.ohkm_kd=true"]),
     ("ablation: softmax KD + OHKM on KD", "configs/train/synth_step_s_kd.yaml", "abl_softmax_ohkm",
      ["loss.ohkm_kd=true"]),
+    ("ablation: softmax KD, temperature 0.2", "configs/train/synth_step_s_kd.yaml", "abl_softmax_t02",
+     ["loss.kd_temperature=0.2"]),
     ("ablation: softmax KD from the 8-epoch teacher", "configs/train/synth_step_s_kd.yaml", "abl_short_teacher",
      ["teacher.weights={root}/teacher_short/model.pt", "teacher.store={root}/teacher_short_cache"]),
     ("ablation: 1-tag, FPD MSE KD + tag KD", "configs/train/synth_step_s_1tag_kd.yaml", "abl_1tag_mse_tagkd",
