@@ -87,6 +87,15 @@ def _run_seconds(out: Path) -> float | str:
     return float(json.loads(summary.read_text())["train_seconds"]) if summary.exists() else "?"
 
 
+def _logged_cache_time(log: Path) -> str:
+    """The 'computed N images in S s' line of a cache-teacher log, or where to look."""
+    if log.exists():
+        for line in reversed(log.read_text().splitlines()):
+            if line.startswith("computed "):
+                return line.split(" (")[0]
+    return f"see {log}"
+
+
 def _config(out: Path) -> dict[str, Any]:
     path = out / "config.json"
     if not path.exists():
@@ -110,7 +119,7 @@ def describe_loss(cfg: dict[str, Any]) -> str:
         parts.append(f"OHKM top-{loss['ohkm_topk']} on GT")
     parts.append(f"tag KD {loss['tag_kd_weight']:g}" + (f" ({loss['tag_reduction']})"
                  if loss["tag_kd_weight"] > 0 and cfg["model"]["name"].endswith("_1tag") else ""))
-    return ", ".join(parts) + f" ({teacher.get('mode', 'online')} teacher: {Path(teacher['weights']).parent.name})"
+    return ", ".join(parts) + f" ({teacher.get('mode', 'online')} teacher from {Path(teacher['weights']).parent.name}/)"
 
 
 def _budget(cfg: dict[str, Any]) -> tuple:
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ablations:  # run on the first seed; other seeds' finished folders are tabulated too
         runs += [(label, cfg, f"{prefix}_seed{seed}", extra, seed)
                  for label, cfg, prefix, extra in ABLATIONS for seed in args.seeds]
-    walls: dict[str, float | str] = {"cache": "see cache.log"}
+    walls: dict[str, float | str] = {"cache": _logged_cache_time(root / "cache.log")}
     teacher_out, cache, data = root / "teacher", root / "teacher_cache", root / "data"
     teachers = [(teacher_out, args.teacher_set)]
     if args.ablations:
