@@ -1,0 +1,119 @@
+"""Training throughput (images/s) of students and the synthetic teacher, through the real training step.
+
+Each row builds a `distill.train.Trainer` for one model on the embedded synthetic dataset (generated into
+a temporary folder unless --data is given), pre-loads a few batches (so data loading is not timed), and
+times `Trainer.train_step` (forward, loss, backward, Adam step; with an online teacher also its forward)
+for --steps steps after --warmup steps. Reference in the same run: the teacher's own GT training step,
+so the last column is a ratio that does not depend on the machine's speed.
+
+    python scripts/bench_train.py                       # CPU, input 256, batch 8
+    python scripts/bench_train.py --device cuda --amp bf16 --channels-last --batch 32 --input-size 512
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from distill.config import (DataSection, LossSection, ModelSection, OptimSection, RunConfig, TeacherSection,
+                            TrainSection)
+from distill.train import Trainer
+
+TEACHER = "higherhrnet_w16_synth"
+DEFAULT_ROWS = ["teacher:" + TEACHER, "student:step_s", "student:step_s:kd", "student:step_s_1tag",
+                "student:step_m", "student:hrnet_w16", "student:timm_mobilenetv3_large_100"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_row(kind: str, name: str, kd: bool, args: argparse.Namespace, data: Path, teacher_weights: Path,
+             work: Path) -> dict[str, float]:
+    cfg = RunConfig(
+        model=ModelSection(kind, name),
+        teacher=TeacherSection(name=TEACHER, weights=str(teacher_weights), mode="online") if kd else TeacherSection(),
+        data=DataSection(root=str(data), input_size=args.input_size, workers=0),
+        loss=LossSection(alpha=0.5 if kd else 0.0, kd_type="softmax", kd_temperature=0.1,
+                         push_factor=1e-2, pull_factor=1e-2),
+        optim=OptimSection(epochs=1, batch_size=args.batch),
+        train=TrainSection(out=str(work / f"{kind}_{name}_{int(kd)}"), seed=0, device=args.device, amp=args.amp,
+                           channels_last=args.channels_last, eval_every=0, ckpt_every=0, tensorboard=False,
+                           threads=args.threads or 0),
+    )
+    trainer = Trainer(cfg, resume=False)
+    batches = []
+    for batch in trainer.loader:
+        batches.append(batch)
+        if len(batches) >= 4:
+            break
+    times = []
+    for i in range(args.warmup + args.steps):
+        _sync(trainer.device)
+        t0 = time.perf_counter()
+        trainer.train_step(batches[i % len(batches)])
+        _sync(trainer.device)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    ms = statistics.median(times) * 1000
+    params = sum(p.numel() for p in trainer.model.parameters())
+    return {"ms": ms, "ips": args.batch / (ms / 1000), "params": params}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS,
+                   help="KIND:NAME[:kd] (kd = distil from the online synthetic teacher)")
+    p.add_argument("--data", type=Path, default=None, help="COCO-format root (default: a small synthetic set)")
+    p.add_argument("--input-size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = args.data
+        if data is None:
+            from distill.data.synthetic import generate_dataset
+
+            data = work / "data"
+            generate_dataset(data, seed=0, num_train=4 * args.batch, num_val=1, image_size=args.input_size,
+                             progress=False)
+        from teachers import build_teacher
+
+        teacher_weights = work / "teacher_random.pt"  # speed does not depend on the weights' values
+        torch.save(build_teacher(TEACHER).state_dict(), teacher_weights)
+
+        rows = []
+        for spec in args.rows:
+            parts = spec.split(":")
+            if len(parts) not in (2, 3) or parts[0] not in ("teacher", "student") or parts[2:] not in ([], ["kd"]):
+                raise SystemExit(f"--rows entry {spec!r}: expected KIND:NAME[:kd] with KIND teacher or student")
+            kind, name, kd = parts[0], parts[1], parts[2:] == ["kd"]
+            r = time_row(kind, name, kd, args, data, teacher_weights, work)
+            rows.append((f"{name}{' (KD, online teacher)' if kd else ''}", r))
+            print(f"  {rows[-1][0]}: {r['ms']:.1f} ms/step", flush=True)
+
+    ref = next((r for label, r in rows if label == TEACHER), None)
+    threads = args.threads or torch.get_num_threads()
+    print(f"\ntraining step, device {args.device}, amp {args.amp}, channels_last {args.channels_last}, "
+          f"input {args.input_size}, batch {args.batch}, median of {args.steps} steps after {args.warmup} warm-up"
+          + (f", {threads} CPU threads" if args.device == "cpu" else ""))
+    print("| model | params (M) | ms/step | images/s | vs teacher |\n|---|---:|---:|---:|---:|")
+    for label, r in rows:
+        ratio = f"{r['ips'] / ref['ips']:.2f}x" if ref else "-"
+        print(f"| {label} | {r['params'] / 1e6:.2f} | {r['ms']:.1f} | {r['ips']:.1f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
