@@ -49,7 +49,8 @@ IndexLayout = Literal["auto", "per_joint", "shared"]
 
 __all__ = [
     "LossConfig", "DistillLoss", "TagReducer",
-    "per_joint_heatmap_loss", "heatmap_loss", "per_joint_softmax_kd_loss", "ae_loss", "tag_kd_loss", "resolve_tag_index", "output_name",
+    "per_joint_heatmap_loss", "heatmap_loss", "per_joint_softmax_kd_loss", "ae_loss", "tag_kd_loss",
+    "resolve_tag_index", "output_name",
 ]
 
 
@@ -118,15 +119,19 @@ def _shape(t: object) -> object:
     return tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
 
 
-def per_joint_heatmap_loss(pred: Tensor, gt: Tensor, mask: Tensor) -> Tensor:
-    """(B, J): the masked squared error averaged over H, W, per image and joint (float32)."""
+def _check_heatmap_args(pred: Tensor, target: Tensor, mask: Tensor) -> None:
     if not isinstance(pred, Tensor) or pred.dim() != 4:
         raise ValueError(f"heatmap prediction must be (B, J, H, W), got {_shape(pred)}")
-    if not isinstance(gt, Tensor) or gt.shape != pred.shape:
-        raise ValueError(f"heatmap target must have the prediction's shape {tuple(pred.shape)}, got {_shape(gt)}")
+    if not isinstance(target, Tensor) or target.shape != pred.shape:
+        raise ValueError(f"heatmap target must have the prediction's shape {tuple(pred.shape)}, got {_shape(target)}")
     b, _, h, w = pred.shape
     if not isinstance(mask, Tensor) or tuple(mask.shape) != (b, h, w):
         raise ValueError(f"heatmap mask must have shape (B, H, W) = {(b, h, w)}, got {_shape(mask)}")
+
+
+def per_joint_heatmap_loss(pred: Tensor, gt: Tensor, mask: Tensor) -> Tensor:
+    """(B, J): the masked squared error averaged over H, W, per image and joint (float32)."""
+    _check_heatmap_args(pred, gt, mask)
     err = (pred.float() - gt.float()) ** 2 * mask.float()[:, None]
     return err.mean(dim=(2, 3))
 
@@ -151,7 +156,7 @@ def per_joint_softmax_kd_loss(pred: Tensor, teacher: Tensor, mask: Tensor, tempe
     Each (image, joint) heatmap is read as a distribution over its pixels where `mask` is 1; an image whose
     mask is all 0 contributes 0. The teacher is detached.
     """
-    per_joint_heatmap_loss(pred, teacher, mask)  # the same shape checks
+    _check_heatmap_args(pred, teacher, mask)
     b, j, h, w = pred.shape
     keep = (mask.reshape(b, 1, h * w) > 0).to(pred.device)
     t = float(temperature)
@@ -384,10 +389,9 @@ class DistillLoss(nn.Module):
             if teacher_outputs is not None:
                 with torch.set_grad_enabled(torch.is_grad_enabled() and alpha > 0):
                     t_heat, m = teacher_outputs[i][:, :j].detach(), masks[i].to(pred.device)
-                    if cfg.kd_type == "softmax":
-                        kd = _reduce_joints(per_joint_softmax_kd_loss(pred, t_heat, m, cfg.kd_temperature), kd_k)
-                    else:
-                        kd = heatmap_loss(pred, t_heat, m, kd_k)
+                    per_joint = (per_joint_softmax_kd_loss(pred, t_heat, m, cfg.kd_temperature)
+                                 if cfg.kd_type == "softmax" else per_joint_heatmap_loss(pred, t_heat, m))
+                    kd = _reduce_joints(per_joint, kd_k)
                 terms[f"hm_kd_{name}"] = kd
                 hm = gt if alpha == 0 else kd if alpha == 1 else alpha * kd + (1 - alpha) * gt
             else:

@@ -181,7 +181,7 @@ class Trainer:
         self.steps_per_epoch = self.sampler.batches_per_epoch
 
         self.tag_reducer = TagReducer(cfg.loss.tag_reduction) if cfg.teacher.name else None
-        self.criterion = DistillLoss(self._loss_config(), self.tag_reducer)
+        self.criterion = DistillLoss(loss_config(cfg, self.num_joints), self.tag_reducer)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.steps_per_epoch, cfg))
@@ -212,9 +212,6 @@ class Trainer:
                 self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.global_step or None)
 
     # ------------------------------------------------------------------------------------ pieces
-    def _loss_config(self) -> LossConfig:
-        return loss_config(self.cfg, self.num_joints)
-
     def _build_teacher(self) -> tuple[Any, Any]:
         t = self.cfg.teacher
         if not t.name:
