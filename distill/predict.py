@@ -296,6 +296,17 @@ class Predictor:
         return results
 
     # ---------------------------------------------------------------------------------- predict
+    def decode_maps(self, heat: torch.Tensor, tags: torch.Tensor, resize: InferenceResize,
+                    return_maps: bool = False) -> Prediction:
+        """People from one image's final maps (as `predict_maps` returns them), in image coordinates."""
+        decoded = self.codec.decode(heat, tags)[0]
+        return Prediction(
+            people=resize.to_image(decoded.people), people_map=decoded.people, scores=decoded.scores,
+            resize=resize, map_size=resize.size,
+            heatmaps=heat[0].float().cpu() if return_maps else None,
+            tags=tags[0].float().cpu() if return_maps else None,
+        )
+
     @torch.inference_mode()
     def predict_batch(self, images: Sequence[np.ndarray], return_maps: bool = False) -> list[Prediction]:
         """People per image (RGB uint8 arrays of any sizes; same-size ones share forward passes)."""
@@ -303,16 +314,7 @@ class Predictor:
             return []
         maps = self.predict_maps(images)
         t0 = time.perf_counter()
-        preds = []
-        for heat, tags, resize in maps:
-            decoded = self.codec.decode(heat, tags)[0]
-            people = resize.to_image(decoded.people)
-            preds.append(Prediction(
-                people=people, people_map=decoded.people, scores=decoded.scores, resize=resize,
-                map_size=resize.size,
-                heatmaps=heat[0].float().cpu() if return_maps else None,
-                tags=tags[0].float().cpu() if return_maps else None,
-            ))
+        preds = [self.decode_maps(heat, tags, resize, return_maps) for heat, tags, resize in maps]
         self._tick("decode", t0)
         self.images_timed += len(images)
         return preds

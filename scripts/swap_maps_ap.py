@@ -25,7 +25,7 @@ import torch
 from distill.data.coco import CocoKeypointDataset
 from distill.evaluate import coco_keypoint_eval
 from distill.model_spec import load_model
-from distill.predict import Prediction, Predictor
+from distill.predict import Predictor
 from distill.progress import progress
 
 
@@ -44,10 +44,7 @@ def pairings_ap(a: Predictor, b: Predictor, ds: CocoKeypointDataset, limit: int 
                              f"{tuple(maps['a'][0].shape)} vs {tuple(maps['b'][0].shape)}")
         for (hk, tk), name in names.items():
             heat, _, resize = maps[hk]
-            tags = maps[tk][1]
-            decoded = a.codec.decode(heat, tags)[0]
-            pred = Prediction(people=resize.to_image(decoded.people), people_map=decoded.people,
-                              scores=decoded.scores, resize=resize, map_size=resize.size)
+            pred = a.decode_maps(heat, maps[tk][1], resize)
             results[name] += pred.to_results(ds.ids[i], ds.category_id)
     ids = [ds.ids[i] for i in indices]
     return {name: coco_keypoint_eval(ds.annotation_file, res, image_ids=ids, keypoint_names=list(ds.spec.names))
