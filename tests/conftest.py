@@ -40,3 +40,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def make_synthetic_dataset(tmp_path_factory: pytest.TempPathFactory):
+    """`make(seed=, num_train=, num_val=, image_size=) -> Path`: a small synthetic COCO-format dataset in a
+    fresh temporary folder; module fixtures call it once and share the result."""
+    from distill.data.synthetic import generate_dataset
+
+    def make(*, seed: int, num_train: int, num_val: int, image_size: int) -> Path:
+        root = tmp_path_factory.mktemp("synth")
+        generate_dataset(root, seed=seed, num_train=num_train, num_val=num_val, image_size=image_size,
+                         progress=False)
+        return root
+
+    return make

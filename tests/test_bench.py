@@ -33,12 +33,8 @@ def bench_cli(argv: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distill.data.synthetic import generate_dataset
-
-    out = tmp_path_factory.mktemp("bench_data")
-    generate_dataset(out, seed=3, num_train=2, num_val=3, image_size=128, progress=False)
-    return out
+def data_dir(make_synthetic_dataset) -> Path:
+    return make_synthetic_dataset(seed=3, num_train=2, num_val=3, image_size=128)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from distill.codec import AECodec
 from distill.compare_tags import (
     SEED_STUDY_NOTE, TagReducingPredictor, compare_tags, fit_tag_reducer, load_pca_state,
 )
-from distill.data.synthetic import generate_dataset
 from distill.keypoints import KeypointSpec
 from distill.predict import Predictor
 from distill.tag_reduction import TagReducer
@@ -30,10 +29,8 @@ J = 17
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    generate_dataset(root, seed=0, num_train=4, num_val=3, image_size=128, progress=False)
-    return root
+def data_root(make_synthetic_dataset):
+    return make_synthetic_dataset(seed=0, num_train=4, num_val=3, image_size=128)
 
 
 @pytest.fixture(scope="module")

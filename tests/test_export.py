@@ -43,11 +43,8 @@ def _with_detections(model: nn.Module, offset: float = 0.2) -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def synthetic_image(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    from distill.data.synthetic import generate_dataset
-
-    root = tmp_path_factory.mktemp("synth")
-    generate_dataset(root, seed=0, num_train=0, num_val=1, image_size=256, progress=False)
+def synthetic_image(make_synthetic_dataset) -> np.ndarray:
+    root = make_synthetic_dataset(seed=0, num_train=0, num_val=1, image_size=256)
     return read_image(sorted((root / "val2017").glob("*.jpg"))[0])
 
 

@@ -15,12 +15,8 @@ from distill.oracle import perfect_tags, run_oracle
 
 
 @pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distill.data.synthetic import generate_dataset
-
-    out = tmp_path_factory.mktemp("synth")
-    generate_dataset(out, seed=3, num_train=4, num_val=8, image_size=256, progress=False)
-    return out
+def synth_dir(make_synthetic_dataset) -> Path:
+    return make_synthetic_dataset(seed=3, num_train=4, num_val=8, image_size=256)
 
 
 def test_oracle_on_synthetic_is_near_perfect(synth_dir: Path) -> None:

@@ -13,7 +13,6 @@ import torch
 from distill import teacher_cache as tc
 from distill.cli import main as cli_main
 from distill.data.coco import CocoKeypointDataset
-from distill.data.synthetic import generate_dataset
 from distill.data.transforms import AugmentParams, to_normalized_tensor
 from distill.geometry import resize_for_test
 from distill.teacher_cache import (
@@ -27,10 +26,8 @@ INPUT = 64  # small frames (64 x 64 or 64 x 128 for the 128-px images) keep the 
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    generate_dataset(root, seed=0, num_train=6, num_val=2, image_size=128, progress=False)
-    return root
+def data_root(make_synthetic_dataset) -> Path:
+    return make_synthetic_dataset(seed=0, num_train=6, num_val=2, image_size=128)
 
 
 @pytest.fixture(scope="module")

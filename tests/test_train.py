@@ -17,12 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distill.data.synthetic import generate_dataset
-
-    out = tmp_path_factory.mktemp("train_data")
-    generate_dataset(out, seed=5, num_train=8, num_val=2, image_size=96, progress=False)
-    return out
+def data_dir(make_synthetic_dataset) -> Path:
+    return make_synthetic_dataset(seed=5, num_train=8, num_val=2, image_size=96)
 
 
 def _config(tmp: Path, data: Path, name: str, **train: object) -> Path:

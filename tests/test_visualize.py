@@ -108,12 +108,8 @@ def test_load_model_reads_our_model_file(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distill.data.synthetic import generate_dataset
-
-    root = tmp_path_factory.mktemp("synth")
-    generate_dataset(root, seed=0, num_train=0, num_val=2, image_size=256, progress=False)
-    return root / "val2017"
+def synthetic_folder(make_synthetic_dataset) -> Path:
+    return make_synthetic_dataset(seed=0, num_train=0, num_val=2, image_size=256) / "val2017"
 
 
 def test_cli_visualize_folder(tmp_path: Path, synthetic_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
