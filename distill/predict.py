@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.amp import amp_dtype, autocast, module_device
 from distill.codec import AECodec
 from distill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from distill.evaluate import coco_keypoint_eval, people_to_results
@@ -155,15 +156,8 @@ class Predictor:
         if len(self.scales) > 1 and 1.0 not in self.scales:
             raise ValueError(f"multi-scale test needs scale 1 among the scales (tags come from it), got {list(scales)}")
         self.project = bool(project)
-        if device is None:
-            param = next(iter(model.parameters()), None)
-            device = param.device if param is not None else torch.device("cpu")
-        self.device = torch.device(device)
-        if autocast_dtype is not None and autocast_dtype not in (torch.bfloat16, torch.float16):
-            raise ValueError(f"autocast_dtype must be torch.bfloat16 or torch.float16, got {autocast_dtype}")
-        if autocast_dtype == torch.float16 and self.device.type == "cpu":
-            raise ValueError("float16 autocast on CPU is slow and pointless; use torch.bfloat16 there")
-        self.autocast_dtype = autocast_dtype
+        self.device = torch.device(device) if device is not None else module_device(model)
+        self.autocast_dtype = amp_dtype(autocast_dtype, self.device)
         self.channels_last = bool(channels_last)
         self.model = model.to(self.device)
         if self.channels_last:
@@ -226,10 +220,7 @@ class Predictor:
             self._warned_training = True
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.autocast_dtype is not None:
-            with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
-                outputs = self.model(x)
-        else:
+        with autocast(self.device, self.autocast_dtype):
             outputs = self.model(x)
         if isinstance(outputs, torch.Tensor):
             outputs = [outputs]

@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 import distill
+from distill.amp import amp_dtype, autocast
 from distill.atomic import atomic_path, write_json_atomic
 from distill.errors import AEDistillError
 from distill.geometry import inference_resize, resize_for_test
@@ -686,15 +687,6 @@ def _as_list(items: Any) -> Any:
     return items
 
 
-def _autocast(device: torch.device, amp: str | None) -> Any:
-    import contextlib
-
-    if not amp:
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def dataset_identity(dataset: Any) -> dict[str, Any]:
     return {"root": str(dataset.root), "split": dataset.split, "annotation_file": str(dataset.annotation_file),
             "num_images": len(dataset.ids), "ids_sha256": ids_sha256(dataset.ids)}
@@ -723,8 +715,7 @@ def build_store(
     batch gives the same maps as single images up to float rounding).
     """
     t0 = time.perf_counter()
-    if amp not in (None, "bf16", "fp16"):
-        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    amp_dtype(amp, device)  # validates the name for this device
     if batch_size < 1 or shard_size < 1:
         raise ValueError("batch_size and shard_size must be >= 1")
     device = torch.device(device)
@@ -773,7 +764,7 @@ def _fill_store(writer: StoreWriter, out: str | os.PathLike[str], model: torch.n
         nonlocal forward_s
         x = torch.stack([b[1] for b in batch]).to(device)
         tf = time.perf_counter()
-        with torch.no_grad(), _autocast(device, amp):
+        with torch.no_grad(), autocast(device, amp):
             outs = model(x)
         outs = [o.float() for o in outs]
         if device.type == "cuda":

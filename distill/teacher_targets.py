@@ -32,13 +32,13 @@ The returned maps are aligned with the augmented image exactly like the ground-t
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import cv2
 import numpy as np
 import torch
 
+from distill.amp import amp_dtype, autocast
 from distill.errors import AEDistillError
 from distill.teacher_cache import CacheFrame, StoreError, TeacherStore
 
@@ -70,15 +70,6 @@ def _meta_of(batch: Any) -> dict[str, Any]:
         "distill.teacher_targets.AugMetaDataset so batches end with a `meta` dict (image_id, affines, flip)")
 
 
-def _autocast(device: torch.device, amp: str | None) -> Any:
-    if not amp:
-        return contextlib.nullcontext()
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if amp not in dtypes:
-        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
-    return torch.autocast(device_type=device.type, dtype=dtypes[amp])
-
-
 class OnlineTeacher:
     """The frozen teacher run on the student's augmented batch (eval mode, no gradients, optional autocast).
 
@@ -94,14 +85,14 @@ class OnlineTeacher:
             self.model.to(device)
         first = next(self.model.parameters(), None)
         self.device = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
-        _autocast(self.device, amp)  # validates `amp`
+        amp_dtype(amp, self.device)  # validates `amp` for this device
         self.amp = amp
 
     def targets_for(self, batch: Any) -> list[torch.Tensor]:
         if self.model.training:  # someone called .train() on a parent module: BN must stay frozen
             self.model.eval()
         x = _images_of(batch).to(self.device, non_blocking=True)
-        with torch.no_grad(), _autocast(self.device, self.amp):
+        with torch.no_grad(), autocast(self.device, self.amp):
             outs = self.model(x)
         return [o.float() for o in outs]
 

@@ -17,7 +17,6 @@ the epoch permutation; rank 0 writes checkpoints, TensorBoard and evaluations.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -32,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from distill.amp import AmpError, amp_dtype, autocast, module_device
 from distill.atomic import atomic_path, write_json_atomic
 from distill.config import ConfigError, RunConfig, load_config
 from distill.data.coco import CocoKeypointDataset
@@ -77,11 +77,11 @@ def save_model_file(path: Path, model: nn.Module, cfg: RunConfig, extra: dict[st
 
 
 def output_strides(model: nn.Module, input_size: int) -> list[int]:
-    """Output sizes of the model for a square input (one dry forward on a 1-image batch)."""
+    """Output sizes of the model for a square input (one dry forward on a 1-image batch, on its device)."""
     was = model.training
     model.eval()
     with torch.no_grad():
-        outs = model(torch.zeros(1, 3, input_size, input_size))
+        outs = model(torch.zeros(1, 3, input_size, input_size, device=module_device(model)))
     model.train(was)
     return [int(o.shape[-1]) for o in outs]
 
@@ -158,7 +158,6 @@ class Trainer:
         self.model.to(self.device)
         self.num_joints = int(self.model.num_joints)
         self.output_sizes = output_strides(self.model, cfg.data.input_size)
-        self.model.to(self.device)
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -185,11 +184,10 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.steps_per_epoch, cfg))
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp, "bad")
-        if self.amp_dtype == "bad":
-            raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
-        if self.amp_dtype is torch.float16 and self.device.type != "cuda":
-            raise ConfigError("train.amp=fp16 needs CUDA; use bf16 on the CPU")
+        try:
+            self.amp_dtype = amp_dtype(cfg.train.amp, self.device)
+        except AmpError as exc:
+            raise ConfigError(f"train.amp: {exc}") from None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
 
         self.net: nn.Module = self.model
@@ -234,9 +232,7 @@ class Trainer:
                              device=self.device), None
 
     def _autocast(self) -> Any:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def _maybe_fit_tag_reducer(self) -> None:
         """A PCA tag reduction is fitted once, on teacher tags at GT joints of training batches."""
