@@ -5,10 +5,12 @@ Tolerances (from the fixture README): people exactly equal, in the same order; s
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from distill.codec.decode import DecodeParams, decode
 from distill.codec.matching import MatchParams
@@ -40,11 +42,14 @@ def _load(reference_dir: Path, name: str):
 
 
 @pytest.mark.parametrize("name", CASES)
-@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("impl", ["fast", "fast-torch-topk", "reference"])
 def test_decoder_matches_official(reference_dir: Path, name: str, impl: str) -> None:
     z, params = _load(reference_dir, name)
-    fn = decode if impl == "fast" else reference_decode
-    (out,) = fn(z["heatmaps"], z["tags"], params)
+    if impl == "fast-torch-topk":  # the GPU path (NMS + top-k in torch), here on CPU tensors
+        (out,) = decode(torch.from_numpy(z["heatmaps"]), torch.from_numpy(z["tags"]), replace(params, topk="torch"))
+    else:
+        fn = decode if impl == "fast" else reference_decode
+        (out,) = fn(z["heatmaps"], z["tags"], params)
     np.testing.assert_array_equal(out.people, z["grouped"])
     np.testing.assert_allclose(out.scores, z["scores"], rtol=0, atol=1e-6)
 

@@ -10,17 +10,22 @@ What makes it fast compared with the official parser, while giving the same numb
   numpy passes over each map (the same arithmetic as the official numpy code, so the same
   rounding), optionally spread over threads;
 * every neighbour look-up (`adjust`, quarter offsets) is one vectorised gather.
-The maps are processed as numpy arrays on the CPU (a GPU tensor is copied once).
+Where the maps are: numpy arrays and CPU tensors are decoded with numpy. For maps on a GPU, NMS and
+top-k run there (`top_k_torch`: max-pool NMS and a stable sort, the same peaks in the same order), only
+the (J, k) candidates go to the CPU for matching (munkres, official tie-breaking), and the full maps are
+copied once for `adjust`/`refine` only when those are on. `DecodeParams.topk` forces either path, so the
+torch path is tested on CPU tensors against the numpy one.
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Literal, Sequence
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from distill.codec.matching import MatchParams, match_by_tag
 
@@ -35,6 +40,14 @@ class DecodeParams:
     refine: bool = True
     # Threads for refine's per-joint passes (numpy releases the GIL); 1 = no pool.
     threads: int = 1
+    # Where NMS + top-k run: 'auto' = torch for tensors off the CPU (GPU), numpy otherwise; or forced.
+    topk: Literal["auto", "numpy", "torch"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.topk not in ("auto", "numpy", "torch"):
+            raise ValueError(f"DecodeParams.topk must be 'auto', 'numpy' or 'torch', got {self.topk!r}")
+        if self.nms_kernel < 1 or self.nms_kernel % 2 == 0:
+            raise ValueError(f"DecodeParams.nms_kernel must be a positive odd number, got {self.nms_kernel}")
 
 
 @dataclass
@@ -131,6 +144,43 @@ def _sparse_top_k(heatmaps: np.ndarray, flat_tags: np.ndarray, joint: np.ndarray
     channel = np.zeros_like(joint) if flat_tags.shape[0] == 1 else joint
     tag_k[joint, rank] = flat_tags[channel, y * w + x]
     return tag_k, loc_k, val_k
+
+
+def top_k_torch(
+    heatmaps: torch.Tensor, tags: torch.Tensor, k: int, nms_kernel: int, threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`top_k` for a batch of tensors on their own device: (tag_k (B,J,k,L), loc_k (B,J,k,2), val_k (B,J,k)).
+
+    heatmaps (B, J, H, W), tags (B, T, H, W, L). NMS is a max-pool (padding counts as -inf, like the
+    numpy window max); peaks are ordered by value, ties by flat index (a stable sort), exactly as the
+    numpy sparse path orders them. With a `threshold`, peaks below it get -inf (they cannot pass the
+    matching test); without one, non-peaks are 0 like the numpy dense path. Only the candidates leave
+    the device.
+    """
+    b, j, h, w = heatmaps.shape
+    heat = heatmaps.float()
+    pad = (nms_kernel - 1) // 2
+    maxm = F.max_pool2d(heat, nms_kernel, stride=1, padding=pad)
+    if threshold is None:
+        peaks = heat * (maxm == heat)
+    else:
+        keep = (maxm == heat) & (heat >= float(np.float32(threshold)))
+        peaks = torch.where(keep, heat, torch.full((), -np.inf, device=heat.device))
+    k_eff = min(k, h * w)
+    val, ind = torch.sort(peaks.reshape(b, j, h * w), dim=2, descending=True, stable=True)
+    val, ind = val[:, :, :k_eff], ind[:, :, :k_eff]
+    t = tags if tags.dim() == 5 else tags[..., None]
+    flat_tags = t.float().reshape(b, t.shape[1], h * w, t.shape[-1])
+    channel = torch.zeros(j, dtype=torch.long, device=ind.device) if t.shape[1] == 1 else \
+        torch.arange(j, device=ind.device)
+    batch = torch.arange(b, device=ind.device)[:, None, None]
+    tag_k = flat_tags[batch, channel[None, :, None], ind]
+    loc_k = torch.stack((ind % w, torch.div(ind, w, rounding_mode="floor")), dim=3)
+    out = [x.cpu().numpy() for x in (tag_k, loc_k, val)]
+    if k_eff < k:  # tiny maps: pad like the numpy sparse path (unused slots never pass the threshold)
+        out = [np.concatenate([o, np.full((b, j, k - k_eff) + o.shape[3:], fill, o.dtype)], axis=2)
+               for o, fill in zip(out, (0, 0, -np.inf))]
+    return np.ascontiguousarray(out[0], np.float32), out[1].astype(np.int64), np.ascontiguousarray(out[2], np.float32)
 
 
 def _quarter_offsets(det: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,17 +318,33 @@ def decode(
     (B, T, H, W) for L = 1. Tensors on any device, or numpy arrays.
     """
     params = params or DecodeParams()
-    det = _as_numpy(heatmaps)
-    tag = _as_numpy(tags)
-    if tag.ndim == 4:
-        tag = tag[..., None]
-    _check_shapes(det, tag, params.match)
+    on_device = isinstance(heatmaps, torch.Tensor) and heatmaps.device.type != "cpu"
+    use_torch = params.topk == "torch" or (params.topk == "auto" and on_device)
+    k, thr = params.match.max_num_people, params.match.detection_threshold
+    if use_torch:
+        heat_t = torch.as_tensor(heatmaps)
+        tag_t = torch.as_tensor(tags)
+        tag_t = tag_t if tag_t.dim() == 5 else tag_t[..., None]
+        _check_shapes(heat_t, tag_t, params.match)
+        candidates = top_k_torch(heat_t, tag_t.to(heat_t.device), k, params.nms_kernel, thr)
+        # The full maps leave the device only for the steps that read them.
+        det = _as_numpy(heat_t) if (params.adjust or params.refine) else None
+        tag = _as_numpy(tag_t) if params.refine else None
+        num_images = int(heat_t.shape[0])
+    else:
+        det = _as_numpy(heatmaps)
+        tag = _as_numpy(tags)
+        if tag.ndim == 4:
+            tag = tag[..., None]
+        _check_shapes(det, tag, params.match)
+        num_images = det.shape[0]
 
     results = []
-    for b in range(det.shape[0]):
-        tag_k, loc_k, val_k = top_k(
-            det[b], tag[b], params.match.max_num_people, params.nms_kernel, params.match.detection_threshold
-        )
+    for b in range(num_images):
+        if use_torch:
+            tag_k, loc_k, val_k = (c[b] for c in candidates)
+        else:
+            tag_k, loc_k, val_k = top_k(det[b], tag[b], k, params.nms_kernel, thr)
         people = match_by_tag(tag_k, loc_k, val_k, params.match)
         if params.adjust:
             people = adjust(people, det[b])
@@ -289,7 +355,7 @@ def decode(
     return results
 
 
-def _check_shapes(det: np.ndarray, tag: np.ndarray, match: MatchParams) -> None:
+def _check_shapes(det: np.ndarray | torch.Tensor, tag: np.ndarray | torch.Tensor, match: MatchParams) -> None:
     if det.ndim != 4:
         raise ValueError(f"heatmaps must be (B, J, H, W), got {tuple(det.shape)}")
     b, j, h, w = det.shape
