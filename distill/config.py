@@ -91,6 +91,7 @@ class TrainSection:
     eval_every: int = 1  # epochs (and always after the last one); 0 = never
     ckpt_every: int = 0  # steps; 0 = at epoch ends only
     max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs)
+    max_minutes: float = 0.0  # stop after this much training wall time (0 = no limit); resumable like max_steps
     threads: int = 0  # torch CPU threads (0 = torch default)
     tensorboard: bool = True
 

@@ -310,7 +310,8 @@ class Trainer:
         max_steps = cfg.train.max_steps or cfg.optim.epochs * self.steps_per_epoch
         t0 = time.perf_counter()
         images_seen = 0
-        while self.epoch < cfg.optim.epochs and self.global_step < max_steps:
+        out_of_time = False
+        while self.epoch < cfg.optim.epochs and self.global_step < max_steps and not out_of_time:
             self.dataset.set_epoch(self.epoch)
             self.sampler.set_epoch(self.epoch, self.step_in_epoch)
             self.net.train()
@@ -330,6 +331,9 @@ class Trainer:
                 if cfg.train.ckpt_every and self.global_step % cfg.train.ckpt_every == 0:
                     self.save_checkpoint()
                 if self.global_step >= max_steps:
+                    break
+                if cfg.train.max_minutes and time.perf_counter() - t0 >= cfg.train.max_minutes * 60:
+                    out_of_time = True
                     break
             if self.step_in_epoch >= self.steps_per_epoch:
                 self.epoch += 1

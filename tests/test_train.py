@@ -105,3 +105,10 @@ def test_loss_section_reaches_the_loss_and_bad_values_are_named(tmp_path: Path) 
     assert loss_config(no_teacher, 17).alpha == 0.0
     with pytest.raises(ValueError, match="kd_type must be one of"):
         loss_config(load_config(None, ["loss.kd_type=kl"]), 17)
+
+
+def test_max_minutes_stops_early_and_the_run_resumes(tmp_path: Path, data_dir: Path) -> None:
+    path = _config(tmp_path, data_dir, "timed")
+    result = train(load_config(path, ["train.max_minutes=1e-9"]))
+    assert result["steps"] == 1  # the limit is checked after each step
+    assert train(load_config(path))["steps"] == 12  # resumed to the end of the 3 epochs
