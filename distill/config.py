@@ -50,6 +50,7 @@ class DataSection:
     workers: int = 2
     max_people: int = 30
     eval_images: int = 0  # evaluate on the first N val images (0 = all)
+    eval_train_images: int = 0  # also evaluate on the first N train images (under- vs over-fitting; 0 = off)
 
 
 @dataclass
@@ -57,6 +58,8 @@ class LossSection:
     alpha: float = 0.0
     kd_type: str = "mse"  # heatmap KD: 'mse' (FPD) or 'softmax' (spatial distributions, KL; see losses.py)
     kd_temperature: float = 1.0
+    heatmap_loss: str = "mse"  # GT heatmap term: 'mse' (official), 'weighted', 'focal' (see losses.py)
+    fg_weight: float = 0.0  # foreground weight of 'weighted' / 'focal'
     tag_kd_weight: float = 0.0
     ohkm_gt: bool = False
     ohkm_kd: bool = False
@@ -69,8 +72,11 @@ class LossSection:
 
 @dataclass
 class OptimSection:
-    """Adam with the official step schedule shape (x0.1 at 200/300 and 260/300 of the epochs)."""
+    """Adam with the official step schedule shape (x0.1 at 200/300 and 260/300 of the epochs) by default."""
 
+    name: str = "adam"  # 'adam' (official) or 'adamw' (decoupled weight decay)
+    schedule: str = "step"  # 'step' (official milestones x gamma) or 'cosine' (to min_lr_factor x lr)
+    min_lr_factor: float = 0.0  # cosine: final lr as a fraction of lr
     lr: float = 1.5e-3
     weight_decay: float = 0.0
     epochs: int = 300
@@ -91,6 +97,7 @@ class TrainSection:
     eval_every: int = 1  # epochs (and always after the last one); 0 = never
     ckpt_every: int = 0  # steps; 0 = at epoch ends only
     max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs)
+    ema_decay: float = 0.0  # EMA of the weights (e.g. 0.999); evaluated and saved in model.pt when > 0
     max_minutes: float = 0.0  # stop after this much training wall time (0 = no limit); resumable like max_steps
     threads: int = 0  # torch CPU threads (0 = torch default)
     tensorboard: bool = True

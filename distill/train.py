@@ -115,12 +115,71 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: RunConfig) -> float:
-    """Official shape: x gamma at each milestone (fractions of the epochs), optional linear warm-up."""
-    epoch = step // steps_per_epoch
-    factor = cfg.optim.gamma ** sum(epoch >= round(m * cfg.optim.epochs) for m in cfg.optim.milestones)
+    """The lr multiplier at `step`: the official step shape (x gamma at each milestone, fractions of the
+    epochs) or a cosine from 1 to `min_lr_factor` over all epochs; optional linear warm-up on top."""
+    o = cfg.optim
+    if o.schedule == "cosine":
+        progress = min(1.0, step / max(1, o.epochs * steps_per_epoch))
+        factor = o.min_lr_factor + (1 - o.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+    elif o.schedule == "step":
+        epoch = step // steps_per_epoch
+        factor = o.gamma ** sum(epoch >= round(m * o.epochs) for m in o.milestones)
+    else:
+        raise ConfigError(f"optim.schedule must be 'step' or 'cosine', got {o.schedule!r}")
     if cfg.optim.warmup_steps and step < cfg.optim.warmup_steps:
         factor *= (step + 1) / cfg.optim.warmup_steps
     return factor
+
+
+def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """Adam (official; `weight_decay` is L2 added to the gradient) or AdamW (decoupled decay, which
+    skips biases and BatchNorm/1-D parameters, as usual)."""
+    o = cfg.optim
+    if o.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                                  {"params": no_decay, "weight_decay": 0.0}], lr=o.lr)
+    raise ConfigError(f"optim.name must be 'adam' or 'adamw', got {o.name!r}")
+
+
+class ModelEma:
+    """Exponential moving average of a model's weights (buffers copied), updated after every step.
+
+    Why: a from-scratch teacher trained for minutes at a constant lr oscillates around its optimum; the
+    average of the recent weights is a better (and smoother) model to evaluate, ship and distil from.
+    The effective decay ramps up as min(decay, (1 + n) / (10 + n)) so early averages are not dominated
+    by the random initial weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in (0, 1) (or 0 for off), got {decay}")
+        import copy
+
+        self.decay = float(decay)
+        self.updates = 0
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for e, p in zip(self.module.parameters(), model.parameters()):
+            e.mul_(d).add_(p.detach(), alpha=1 - d)
+        for e, b in zip(self.module.buffers(), model.buffers()):
+            e.copy_(b)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "module": self.module.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        self.module.load_state_dict(state["module"])
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -132,6 +191,7 @@ def loss_config(cfg: RunConfig, num_joints: int) -> LossConfig:
         num_joints=num_joints, heatmap_factors=tuple(c.heatmap_factors), push_factor=c.push_factor,
         pull_factor=c.pull_factor, alpha=c.alpha if use_teacher else 0.0,
         kd_type=c.kd_type, kd_temperature=c.kd_temperature,  # type: ignore[arg-type]
+        heatmap_loss=c.heatmap_loss, fg_weight=c.fg_weight,  # type: ignore[arg-type]
         tag_kd_weight=c.tag_kd_weight if use_teacher else 0.0, ohkm_gt=c.ohkm_gt, ohkm_kd=c.ohkm_kd,
         ohkm_topk=c.ohkm_topk, tag_reduction=c.tag_reduction,  # type: ignore[arg-type]
         tag_index_layout="per_joint",  # the dataset encodes per-joint indices; T = 1 students use index mod H*W
@@ -181,7 +241,9 @@ class Trainer:
 
         self.tag_reducer = TagReducer(cfg.loss.tag_reduction) if cfg.teacher.name else None
         self.criterion = DistillLoss(loss_config(cfg, self.num_joints), self.tag_reducer)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = build_optimizer(self.model, cfg)
+        lr_factor(0, self.steps_per_epoch, cfg)  # validates the schedule before any work
+        self.ema = ModelEma(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.steps_per_epoch, cfg))
         try:
@@ -196,6 +258,7 @@ class Trainer:
                 self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
 
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self._fit_t0: float | None = None
         self.history: list[dict[str, float]] = []
         self.best_ap = -1.0
         if resume and (self.out / CHECKPOINT).exists():
@@ -255,6 +318,7 @@ class Trainer:
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "history": self.history, "best_ap": self.best_ap, "config": self.cfg.to_dict(),
             "tag_reducer": self.tag_reducer.state_dict() if self.tag_reducer else {},
+            "ema": self.ema.state_dict() if self.ema else {},
             "rng": {"torch": torch.get_rng_state(), "numpy": _np_state(), "python": repr(random.getstate())},
         }
 
@@ -279,6 +343,11 @@ class Trainer:
         self.best_ap = float(state["best_ap"])
         if self.tag_reducer is not None and state["tag_reducer"]:
             self.tag_reducer.load_state_dict(state["tag_reducer"])
+        if self.ema is not None:
+            if not state.get("ema"):
+                raise ConfigError(f"{path} has no EMA weights but train.ema_decay is {self.cfg.train.ema_decay}; "
+                                  "resume with ema_decay=0 or use another train.out")
+            self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
 
     # ------------------------------------------------------------------------------------ loop
@@ -301,6 +370,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
         return logs
 
@@ -308,7 +379,7 @@ class Trainer:
         cfg = self.cfg
         self._maybe_fit_tag_reducer()
         max_steps = cfg.train.max_steps or cfg.optim.epochs * self.steps_per_epoch
-        t0 = time.perf_counter()
+        t0 = self._fit_t0 = time.perf_counter()
         images_seen = 0
         out_of_time = False
         while self.epoch < cfg.optim.epochs and self.global_step < max_steps and not out_of_time:
@@ -351,12 +422,18 @@ class Trainer:
                   "images_per_second": images_seen / wall if wall > 0 else 0.0,
                   "final_loss": self.history[-1]["total"] if self.history else None}
         if self.rank == 0:
-            save_model_file(self.out / MODEL_FILE, self.model, cfg,
-                            {"tag_reducer": self.tag_reducer.state_dict() if self.tag_reducer else {}})
+            save_model_file(self.out / MODEL_FILE, self.final_model, cfg,
+                            {"tag_reducer": self.tag_reducer.state_dict() if self.tag_reducer else {},
+                             "ema": self.ema is not None})
             write_json_atomic(self.out / "train_summary.json", {**result, "best_ap": self.best_ap}, indent=2)
         if self.writer:
             self.writer.close()
         return result
+
+    @property
+    def final_model(self) -> nn.Module:
+        """The weights a run evaluates and ships: the EMA when on, else the trained model."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _log_epoch(self, t0: float, images_seen: int) -> None:
         """One plain line per epoch (the progress bar is silent when output is not a terminal)."""
@@ -384,15 +461,23 @@ class Trainer:
             return {}
         from distill.predict import Predictor, evaluate_model
 
-        predictor = Predictor(self.model, self.dataset.spec, input_size=self.cfg.data.input_size, flip=True,
+        predictor = Predictor(self.final_model, self.dataset.spec, input_size=self.cfg.data.input_size, flip=True,
                               device=self.device)
         stats = evaluate_model(predictor, self.cfg.data.root, self.cfg.data.val_split,
                                limit=self.cfg.data.eval_images or None, show_progress=False)
+        train_note = ""
+        if self.cfg.data.eval_train_images:  # under- vs over-fitting: the same test on training images
+            on_train = evaluate_model(predictor, self.cfg.data.root, self.cfg.data.train_split,
+                                      limit=self.cfg.data.eval_train_images, show_progress=False)
+            stats = {**stats, "train_AP": on_train["AP"], "train_AR": on_train["AR"]}
+            train_note = f" train AP={on_train['AP']:.3f}"
         self.model.train()
         self.best_ap = max(self.best_ap, stats["AP"])
-        write_json_atomic(self.out / f"eval_epoch{self.epoch:03d}.json", stats, indent=2)
-        print(f"[{self.out.name}] eval after epoch {self.epoch}: AP={stats['AP']:.3f} AP50={stats['AP50']:.3f} "
-              f"AR={stats['AR']:.3f}", flush=True)
+        record = {**stats, "step": self.global_step, "epoch": self.epoch,
+                  "train_seconds": time.perf_counter() - self._fit_t0 if self._fit_t0 else None}
+        write_json_atomic(self.out / f"eval_epoch{self.epoch:03d}.json", record, indent=2)
+        print(f"[{self.out.name}] eval after epoch {self.epoch} step {self.global_step}: AP={stats['AP']:.3f} "
+              f"AP50={stats['AP50']:.3f} AR={stats['AR']:.3f}{train_note}", flush=True)
         if self.writer:
             for k, v in stats.items():
                 self.writer.add_scalar(f"val/{k}", v, self.global_step)

@@ -1,0 +1,144 @@
+"""Training-recipe options: weighted/focal heatmap MSE, AdamW, cosine schedule with warm-up, EMA, train AP."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.config import ConfigError, load_config
+from distill.losses import DistillLoss, LossConfig, heatmap_loss, heatmap_pixel_weights
+from distill.train import CHECKPOINT, MODEL_FILE, ModelEma, build_optimizer, lr_factor, train
+
+
+def _maps(seed: int = 0, b: int = 2, j: int = 3, h: int = 8, w: int = 10):
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.rand(b, j, h, w, generator=g) * 1.4 - 0.2
+    gt = torch.rand(b, j, h, w, generator=g) ** 6
+    mask = (torch.rand(b, h, w, generator=g) > 0.2).float()
+    return pred, gt, mask
+
+
+@pytest.mark.parametrize("kind", ["weighted", "focal"])
+def test_weighted_heatmap_loss_against_a_literal_loop(kind: str) -> None:
+    pred, gt, mask = _maps()
+    fg = 7.0
+    weight = heatmap_pixel_weights(pred, gt, kind, fg)
+    got = heatmap_loss(pred, gt, mask, weight=weight)
+    b, j, h, w = pred.shape
+    want = torch.zeros(b)
+    for bi in range(b):
+        total = 0.0
+        for ji in range(j):
+            for y in range(h):
+                for x in range(w):
+                    p, t = float(pred[bi, ji, y, x]), float(gt[bi, ji, y, x])
+                    extra = t if kind == "weighted" else max(t, min(max(p, 0.0), 1.0))
+                    total += (p - t) ** 2 * float(mask[bi, y, x]) * (1 + fg * extra)
+        want[bi] = total / (j * h * w)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_focal_weights_up_weight_false_positives_and_get_no_gradient() -> None:
+    pred = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    gt = torch.zeros(1, 1, 4, 4)
+    with torch.no_grad():
+        pred[0, 0, 1, 1] = 0.8  # a spurious peak on background
+    w = heatmap_pixel_weights(pred, gt, "focal", 10.0)
+    assert float(w[0, 0, 1, 1]) == pytest.approx(9.0) and float(w[0, 0, 0, 0]) == 1.0
+    assert not w.requires_grad
+    assert heatmap_pixel_weights(pred, gt, "weighted", 10.0).eq(1).all()
+    assert heatmap_pixel_weights(pred, gt, "mse", 10.0) is None
+
+
+def test_mse_default_is_the_official_loss_and_weighting_changes_it() -> None:
+    pred, gt, mask = _maps(1)
+    out = [torch.cat([pred, torch.zeros_like(pred)], 1), pred.clone()]
+    index = torch.zeros(2, 1, 3, 2, dtype=torch.long)
+    official, _ = DistillLoss(LossConfig(num_joints=3))(out, [gt, gt], [mask, mask], [index])
+    explicit, _ = DistillLoss(LossConfig(num_joints=3, heatmap_loss="mse"))(out, [gt, gt], [mask, mask], [index])
+    weighted, _ = DistillLoss(LossConfig(num_joints=3, heatmap_loss="weighted", fg_weight=5.0))(
+        out, [gt, gt], [mask, mask], [index])
+    assert float(official) == float(explicit) and float(weighted) > float(official)
+    with pytest.raises(ValueError, match="fg_weight > 0"):
+        LossConfig(heatmap_loss="focal")
+    with pytest.raises(ValueError, match="heatmap_loss must be one of"):
+        LossConfig(heatmap_loss="l1")  # type: ignore[arg-type]
+
+
+def test_cosine_schedule_with_warmup() -> None:
+    cfg = load_config(None, ["optim.schedule=cosine", "optim.epochs=10", "optim.min_lr_factor=0.1",
+                             "optim.warmup_steps=5"])
+    spe = 10  # steps per epoch: 100 steps in all
+    assert lr_factor(0, spe, cfg) == pytest.approx(1 / 5)  # warm-up from 1/5 of the cosine value
+    assert lr_factor(4, spe, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.04)))
+    assert lr_factor(50, spe, cfg) == pytest.approx(0.55)
+    assert lr_factor(100, spe, cfg) == pytest.approx(0.1)
+    step = load_config(None, ["optim.epochs=3"])
+    assert [lr_factor(s, 1, step) for s in range(3)] == pytest.approx([1.0, 1.0, 0.1])  # official milestones
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        lr_factor(0, 1, load_config(None, ["optim.schedule=linear"]))
+
+
+def test_adamw_decays_weights_but_not_biases_or_norms() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    opt = build_optimizer(model, load_config(None, ["optim.name=adamw", "optim.weight_decay=0.05"]))
+    assert isinstance(opt, torch.optim.AdamW)
+    decays = {tuple(p.shape): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decays[(2, 1, 3, 3)] == 0.05 and decays[(2,)] == 0.0
+    assert isinstance(build_optimizer(model, load_config(None)), torch.optim.Adam)
+    with pytest.raises(ConfigError, match="optim.name"):
+        build_optimizer(model, load_config(None, ["optim.name=sgd"]))
+
+
+def test_ema_update_rule() -> None:
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = ModelEma(model, 0.9)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # decay min(0.9, 2/11)
+    d = 2 / 11
+    assert float(ema.module.weight[0, 0]) == pytest.approx(1 - d)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        ModelEma(model, 1.0)
+
+
+@pytest.fixture(scope="module")
+def data_dir(make_synthetic_dataset) -> Path:
+    return make_synthetic_dataset(seed=6, num_train=8, num_val=2, image_size=96)
+
+
+def _run(tmp: Path, data: Path, name: str, *extra: str):
+    return load_config(None, [
+        "model.kind=teacher", "model.name=tiny", f"data.root={data}", "data.input_size=64", "data.workers=0",
+        "optim.epochs=2", "optim.batch_size=2", f"train.out={tmp / name}", "train.eval_every=0",
+        "train.tensorboard=false", "train.threads=1", *extra])
+
+
+def test_ema_run_saves_ema_weights_and_resumes_exactly(tmp_path: Path, data_dir: Path) -> None:
+    recipe = ["train.ema_decay=0.9", "loss.heatmap_loss=focal", "loss.fg_weight=4", "optim.name=adamw",
+              "optim.weight_decay=1e-4", "optim.schedule=cosine", "optim.warmup_steps=2"]
+    train(_run(tmp_path, data_dir, "straight", *recipe))
+    train(_run(tmp_path, data_dir, "resumed", *recipe, "train.max_steps=3"))
+    train(_run(tmp_path, data_dir, "resumed", *recipe))
+    a = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
+    b = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)
+    assert [h["total"] for h in a["history"]] == [h["total"] for h in b["history"]]
+    for k, v in a["ema"]["module"].items():
+        torch.testing.assert_close(v, b["ema"]["module"][k], rtol=0, atol=0)
+    shipped = torch.load(tmp_path / "straight" / MODEL_FILE, weights_only=True)
+    assert shipped["ema"] is True
+    key = next(k for k, v in shipped["state_dict"].items() if v.is_floating_point() and v.ndim == 4)
+    torch.testing.assert_close(shipped["state_dict"][key], a["ema"]["module"][key])
+    assert not torch.equal(shipped["state_dict"][key], a["model"][key])  # the EMA, not the raw weights
+
+
+def test_evaluation_reports_train_split_ap(tmp_path: Path, data_dir: Path) -> None:
+    train(_run(tmp_path, data_dir, "ev", "train.eval_every=1", "data.eval_train_images=2", "optim.epochs=1"))
+    import json
+
+    record = json.loads((tmp_path / "ev" / "eval_epoch001.json").read_text())
+    assert {"AP", "train_AP", "train_AR", "step", "train_seconds"} <= set(record)
