@@ -50,6 +50,12 @@ class DataSection:
     workers: int = 2
     max_people: int = 30
     eval_images: int = 0  # evaluate on the first N val images (0 = all)
+    # Augmentation strength (official HigherHRNet defaults and semantics, see distill.data.transforms):
+    # scale range, max rotation (degrees), max translation, flip probability.
+    aug_scale: list[float] = field(default_factory=lambda: [0.75, 1.5])
+    aug_rotation: float = 30.0
+    aug_translate: float = 40.0
+    aug_flip: float = 0.5
     eval_train_images: int = 0  # also evaluate on the first N train images (under- vs over-fitting; 0 = off)
 
 
@@ -61,6 +67,7 @@ class LossSection:
     heatmap_loss: str = "mse"  # GT heatmap term: 'mse' (official), 'weighted', 'focal' (see losses.py)
     fg_weight: float = 0.0  # foreground weight of 'weighted' / 'focal'
     tag_kd_weight: float = 0.0
+    tag_kd_type: str = "absolute"  # 'absolute' or 'relational' (shift-invariant; see losses.tag_kd_loss)
     ohkm_gt: bool = False
     ohkm_kd: bool = False
     ohkm_topk: int = 8

@@ -48,6 +48,9 @@ KDType = Literal["mse", "softmax"]
 # GT heatmap term: the official MSE, or an MSE whose pixels are re-weighted so that the few foreground
 # pixels are not drowned by the background (see `heatmap_pixel_weights`).
 HeatmapLossType = Literal["mse", "weighted", "focal"]
+# Tag KD: 'absolute' (student tag = teacher tag at each GT joint) or 'relational' (the distances between
+# the tags of an image's GT joints match the teacher's: invariant to the shift and sign the AE loss leaves free).
+TagKDType = Literal["absolute", "relational"]
 IndexLayout = Literal["auto", "per_joint", "shared"]
 
 __all__ = [
@@ -79,6 +82,7 @@ class LossConfig:
     heatmap_loss: HeatmapLossType = "mse"
     fg_weight: float = 0.0
     tag_kd_weight: float = 0.0
+    tag_kd_type: TagKDType = "absolute"
     ohkm_gt: bool = False  # top-k hard joints on the GT heatmap term
     ohkm_kd: bool = False  # top-k hard joints on the KD heatmap term
     ohkm_topk: int = 8
@@ -93,6 +97,8 @@ class LossConfig:
         object.__setattr__(self, "heatmap_factors", tuple(float(f) for f in self.heatmap_factors))
         if not self.heatmap_factors:
             raise ValueError("heatmap_factors must name at least one output")
+        if self.tag_kd_type not in get_args(TagKDType):
+            raise ValueError(f"tag_kd_type must be one of {get_args(TagKDType)}, got {self.tag_kd_type!r}")
         if self.heatmap_loss not in get_args(HeatmapLossType):
             raise ValueError(f"heatmap_loss must be one of {get_args(HeatmapLossType)}, got {self.heatmap_loss!r}")
         if self.heatmap_loss != "mse" and not float(self.fg_weight) > 0:
@@ -296,12 +302,17 @@ def ae_loss(
 
 
 def tag_kd_loss(
-    student_tags: Tensor, teacher_tags: Tensor, joint_index: Tensor, layout: IndexLayout = "auto"
+    student_tags: Tensor, teacher_tags: Tensor, joint_index: Tensor, layout: IndexLayout = "auto",
+    kind: TagKDType = "absolute",
 ) -> Tensor:
-    """(B,) tag distillation: (student - teacher)^2 at the visible index entries, averaged like the pull term.
+    """(B,) tag distillation at the visible index entries (GT joints); the teacher is detached.
 
-    Both tag tensors must have the same shape (B, T, H, W) (reduce a per-joint teacher first for T = 1);
-    the teacher is detached.
+    'absolute': (student - teacher)^2, averaged like the pull term (per person, then over persons).
+    'relational': over all ordered pairs (e, f) of an image's visible entries,
+    (|s_e - s_f| - |t_e - t_f|)^2, averaged over the pairs (0 for images with < 2 entries). The AE loss
+    defines tags only up to a shift (and a sign), so a student can group perfectly with tags that differ
+    from the teacher's by a constant: the relational form does not punish that, the absolute form does.
+    Both tag tensors must have the same shape (B, T, H, W) (reduce a per-joint teacher first for T = 1).
     """
     if not isinstance(student_tags, Tensor) or student_tags.dim() != 4:
         raise ValueError(f"student tag maps must be (B, T, H, W), got {_shape(student_tags)}")
@@ -312,6 +323,16 @@ def tag_kd_loss(
         )
     b, t, h, w = student_tags.shape
     idx, vis = resolve_tag_index(_check_index(joint_index, b).to(student_tags.device), t, h, w, layout)
+    if kind == "relational":
+        s = _gather(student_tags, idx).reshape(b, -1)
+        te = _gather(teacher_tags.detach(), idx).reshape(b, -1)
+        v = vis.reshape(b, -1).float()
+        pair = v[:, :, None] * v[:, None, :]
+        gap = ((s[:, :, None] - s[:, None, :]).abs() - (te[:, :, None] - te[:, None, :]).abs()) ** 2
+        count = pair.sum(dim=(1, 2)) - v.sum(-1)  # ordered pairs e != f (the diagonal is 0 in both)
+        return (gap * pair).sum(dim=(1, 2)) / count.clamp(min=1)
+    if kind != "absolute":
+        raise ValueError(f"tag KD type must be one of {get_args(TagKDType)}, got {kind!r}")
     d2 = (_gather(student_tags, idx) - _gather(teacher_tags.detach(), idx)) ** 2
     cnt, _, n = _segment_stats(vis)
     per_person = (d2 * vis.float()).sum(-1) / cnt.clamp(min=1)
@@ -462,7 +483,7 @@ class DistillLoss(nn.Module):
                         )
                 else:
                     with torch.set_grad_enabled(torch.is_grad_enabled() and uses_tag_kd):
-                        terms["tag_kd"] = tag_kd_loss(tags, t_tags, index, cfg.tag_index_layout)
+                        terms["tag_kd"] = tag_kd_loss(tags, t_tags, index, cfg.tag_index_layout, cfg.tag_kd_type)
         return terms
 
     def total_from_terms(self, terms: dict[str, Tensor], num_outputs: int) -> Tensor:

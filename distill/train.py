@@ -35,6 +35,7 @@ from distill.amp import AmpError, amp_dtype, autocast, module_device
 from distill.atomic import atomic_path, write_json_atomic
 from distill.config import ConfigError, RunConfig, load_config
 from distill.data.coco import CocoKeypointDataset
+from distill.data.transforms import AugmentConfig
 from distill.losses import DistillLoss, LossConfig
 from distill.progress import progress
 from distill.tag_reduction import TagReducer
@@ -131,6 +132,18 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: RunConfig) -> float:
     return factor
 
 
+def augment_config(cfg: RunConfig) -> AugmentConfig:
+    """The run's augmentation from its `data.aug_*` keys (errors name the key)."""
+    d = cfg.data
+    if len(d.aug_scale) != 2:
+        raise ConfigError(f"data.aug_scale must be [min, max], got {d.aug_scale}")
+    try:
+        return AugmentConfig(min_scale=d.aug_scale[0], max_scale=d.aug_scale[1], max_rotation=d.aug_rotation,
+                             max_translate=d.aug_translate, flip_prob=d.aug_flip)
+    except ValueError as exc:
+        raise ConfigError(f"data.aug_*: {exc}") from None
+
+
 def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     """Adam (official; `weight_decay` is L2 added to the gradient) or AdamW (decoupled decay, which
     skips biases and BatchNorm/1-D parameters, as usual)."""
@@ -192,7 +205,8 @@ def loss_config(cfg: RunConfig, num_joints: int) -> LossConfig:
         pull_factor=c.pull_factor, alpha=c.alpha if use_teacher else 0.0,
         kd_type=c.kd_type, kd_temperature=c.kd_temperature,  # type: ignore[arg-type]
         heatmap_loss=c.heatmap_loss, fg_weight=c.fg_weight,  # type: ignore[arg-type]
-        tag_kd_weight=c.tag_kd_weight if use_teacher else 0.0, ohkm_gt=c.ohkm_gt, ohkm_kd=c.ohkm_kd,
+        tag_kd_weight=c.tag_kd_weight if use_teacher else 0.0, tag_kd_type=c.tag_kd_type,  # type: ignore[arg-type]
+        ohkm_gt=c.ohkm_gt, ohkm_kd=c.ohkm_kd,
         ohkm_topk=c.ohkm_topk, tag_reduction=c.tag_reduction,  # type: ignore[arg-type]
         tag_index_layout="per_joint",  # the dataset encodes per-joint indices; T = 1 students use index mod H*W
     )
@@ -226,6 +240,7 @@ class Trainer:
         self.dataset = CocoKeypointDataset(
             cfg.data.root, cfg.data.train_split, input_size=cfg.data.input_size, output_sizes=self.output_sizes,
             target_config=TargetConfig(max_people=cfg.data.max_people), seed=cfg.train.seed,
+            augment_config=augment_config(cfg),
         )
         if self.dataset.num_joints != self.num_joints:
             raise ConfigError(f"{self.dataset.annotation_file}: {self.dataset.num_joints} joints, but model "

@@ -142,3 +142,43 @@ def test_evaluation_reports_train_split_ap(tmp_path: Path, data_dir: Path) -> No
 
     record = json.loads((tmp_path / "ev" / "eval_epoch001.json").read_text())
     assert {"AP", "train_AP", "train_AR", "step", "train_seconds"} <= set(record)
+
+
+def _tag_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    b, t, h, w, p, k = 2, 3, 5, 6, 4, 3
+    student = torch.randn(b, t, h, w, generator=g)
+    teacher = torch.randn(b, t, h, w, generator=g)
+    index = torch.zeros(b, p, k, 2, dtype=torch.long)
+    index[..., 0] = torch.randint(0, t * h * w, (b, p, k), generator=g)
+    index[..., 1] = (torch.rand(b, p, k, generator=g) > 0.3).long()
+    index[1, :, :, 1] = 0
+    index[1, 0, 0, 1] = 1  # image 1: one visible entry, no pair
+    return student, teacher, index
+
+
+def test_relational_tag_kd_against_a_literal_loop() -> None:
+    from distill.losses import tag_kd_loss
+
+    s, t, index = _tag_batch()
+    got = tag_kd_loss(s, t, index, "per_joint", "relational")
+    for bi in range(2):
+        entries = [int(index[bi, p, k, 0]) for p in range(index.shape[1]) for k in range(index.shape[2])
+                   if index[bi, p, k, 1] > 0]
+        sv, tv = s[bi].reshape(-1), t[bi].reshape(-1)
+        gaps = [(abs(float(sv[e] - sv[f])) - abs(float(tv[e] - tv[f]))) ** 2
+                for i, e in enumerate(entries) for j, f in enumerate(entries) if i != j]
+        want = sum(gaps) / len(gaps) if gaps else 0.0
+        assert float(got[bi]) == pytest.approx(want, rel=1e-5, abs=1e-7)
+
+
+def test_relational_tag_kd_ignores_the_shift_and_sign_the_ae_loss_leaves_free() -> None:
+    from distill.losses import tag_kd_loss
+
+    s, t, index = _tag_batch(1)
+    zero = tag_kd_loss(-(t + 3.0), t, index, "per_joint", "relational")
+    assert float(zero.abs().max()) < 1e-5
+    assert float(tag_kd_loss(t + 3.0, t, index, "per_joint", "absolute")[0]) == pytest.approx(9.0, rel=1e-5)
+    assert float(tag_kd_loss(s, t, index, "per_joint", "relational")[0]) > 0
+    with pytest.raises(ValueError, match="tag_kd_type"):
+        LossConfig(tag_kd_type="cosine")  # type: ignore[arg-type]

@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""What limits learning? Learning curves of the synthetic teacher (or a student) under one-change ablations.
+
+Every variant is the base config plus a few `--set` overrides, trained with the same budget (steps,
+batch, data) and evaluated every `--eval-every` epochs on the val split and on the first 100 training
+images (train AP: under- vs over-fitting). Each evaluation records step and training wall time, so the
+table gives AP vs steps and vs minutes. Runs are reused when finished (and resumed when interrupted).
+
+    python scripts/learning_curves.py --run base focal20 cosine data2k    # train what is missing
+    python scripts/learning_curves.py --table                             # docs/learning.md table
+
+Variants are defined in VARIANTS below (name -> (what it changes, overrides)); the base is
+configs/train/synth_teacher.yaml at input 256, batch 8, on ROOT/data (400 train / 100 val, seed 0).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+BASE_CONFIG = REPO / "configs" / "train" / "synth_teacher.yaml"
+# name -> (the one thing it changes, overrides). `{root}` is replaced by --root.
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "base": ("synth_teacher.yaml as is: official MSE, Adam 1.5e-3, step schedule, AE x10", []),
+    "weighted10": ("heatmap MSE weighted 1 + 10 x target", ["loss.heatmap_loss=weighted", "loss.fg_weight=10"]),
+    "focal10": ("heatmap MSE weighted 1 + 10 x max(target, pred)", ["loss.heatmap_loss=focal", "loss.fg_weight=10"]),
+    "focal40": ("heatmap MSE weighted 1 + 40 x max(target, pred)", ["loss.heatmap_loss=focal", "loss.fg_weight=40"]),
+    "cosine": ("cosine schedule to 0.01 x lr, 100 warm-up steps",
+               ["optim.schedule=cosine", "optim.min_lr_factor=0.01", "optim.warmup_steps=100"]),
+    "lr3e-3": ("lr 3e-3", ["optim.lr=3e-3"]),
+    "adamw": ("AdamW, weight decay 1e-2 (not on biases/BN)", ["optim.name=adamw", "optim.weight_decay=1e-2"]),
+    "ema": ("EMA of weights, decay 0.998, evaluated", ["train.ema_decay=0.998"]),
+    "ae1e-3": ("official AE factors 1e-3 (base uses 1e-2)", ["loss.push_factor=1e-3", "loss.pull_factor=1e-3"]),
+    "data2k": ("2000 training images instead of 400 (same steps)", ["data.root={root}/data2k"]),
+    "aug_light": ("lighter augmentation: scale 0.9-1.2, rotation 10, translation 20",
+                  ["data.aug_scale=[0.9, 1.2]", "data.aug_rotation=10", "data.aug_translate=20"]),
+}
+
+
+def run_dir(root: Path, name: str) -> Path:
+    return root / f"lc_{name}"
+
+
+def _num_images(cfg: Any) -> int:
+    ann = Path(cfg.data.root) / "annotations" / f"person_keypoints_{cfg.data.train_split}.json"
+    return len(json.loads(ann.read_text())["images"])
+
+
+def train_variant(root: Path, name: str, steps: int, eval_steps: int, threads: int, extra: list[str]) -> None:
+    """Equal budgets: `steps` optimizer steps and an evaluation every `eval_steps`, whatever the data size
+    (epochs and the evaluation period are derived from the variant's training split)."""
+    from distill.config import load_config
+    from distill.train import train
+
+    _, overrides = VARIANTS[name]
+    sets = [o.replace("{root}", str(root)) for o in overrides]
+    base = [f"data.root={root}/data", "data.eval_images=100", "data.eval_train_images=100",
+            f"train.out={run_dir(root, name)}", f"train.threads={threads}", "train.ckpt_every=50",
+            "train.tensorboard=false"]
+    probe = load_config(BASE_CONFIG, base + sets + extra)
+    per_epoch = _num_images(probe) // probe.optim.batch_size
+    if steps % per_epoch or eval_steps % per_epoch:
+        raise SystemExit(f"{name}: {per_epoch} steps per epoch do not divide --steps {steps} / --eval-steps "
+                         f"{eval_steps}")
+    cfg = load_config(BASE_CONFIG, base + sets + extra + [f"optim.epochs={steps // per_epoch}",
+                                                          f"train.eval_every={eval_steps // per_epoch}"])
+    out = run_dir(root, name)
+    if (out / "train_summary.json").exists():
+        print(f"{name}: finished already ({out})")
+        return
+    print(f"== {name}: {VARIANTS[name][0]}", flush=True)
+    train(cfg)
+
+
+def curve(out: Path) -> list[dict[str, Any]]:
+    points = []
+    for path in sorted(out.glob("eval_epoch*.json")):
+        rec = json.loads(path.read_text())
+        rec.setdefault("epoch", int(path.stem.replace("eval_epoch", "")))
+        points.append(rec)
+    return points
+
+
+def table(root: Path, names: list[str]) -> str:
+    lines = ["| variant | what changes | AP by step | final val AP | final train AP | minutes |",
+             "|---|---|---|---:|---:|---:|"]
+    for name in names:
+        out = run_dir(root, name)
+        pts = curve(out)
+        if not pts:
+            continue
+        cfg = json.loads((out / "config.json").read_text())
+        spe = None
+        if "step" not in pts[0]:  # older runs: steps from epochs
+            n = len(json.loads(Path(cfg["data"]["root"], "annotations",
+                                    f"person_keypoints_{cfg['data']['train_split']}.json").read_text())["images"])
+            spe = n // cfg["optim"]["batch_size"]
+        by_step = ", ".join(f"{p.get('step', (spe or 0) * p['epoch'])}: {p['AP']:.3f}" for p in pts)
+        last = pts[-1]
+        minutes = last.get("train_seconds")
+        lines.append(f"| {name} | {VARIANTS.get(name, ('?',))[0]} | {by_step} | {last['AP']:.3f} | "
+                     f"{last.get('train_AP', float('nan')):.3f} | {minutes / 60 if minutes else float('nan'):.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, default=Path("runs/lc"))
+    p.add_argument("--run", nargs="*", default=[], choices=sorted(VARIANTS), help="variants to train")
+    p.add_argument("--steps", type=int, default=1500, help="optimizer steps of every run (batch 8)")
+    p.add_argument("--eval-steps", type=int, default=250, help="evaluate every this many steps")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--set", dest="extra", action="append", default=[], help="extra override for every run")
+    p.add_argument("--table", action="store_true", help="print the table of all finished/partial runs")
+    args = p.parse_args(argv)
+    for name in args.run:
+        train_variant(args.root, name, args.steps, args.eval_steps, args.threads, args.extra)
+    if args.table or not args.run:
+        print(table(args.root, list(VARIANTS)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
