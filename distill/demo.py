@@ -4,14 +4,15 @@ Stages, each reused when it already finished (a marker in OUT/stages/), so a rer
 missing and an interrupted training resumes from its checkpoint:
 
  1. data      `distill synth`: a COCO-format multi-person dataset;
- 2. teacher   a small HigherHRNet trained from scratch (no official weights exist for this data);
+ 2. teacher   the small HigherHRNet shipped with the project (teachers/pretrained/, float16, hash-checked),
+              loaded frozen as a user loads official weights; `--train-teacher` trains one from scratch;
  3. cache     the teacher's outputs on the train split (float16 store, warped per augmentation);
  4. students  a 17-tag and a 1-tag step student distilled from the cache with one budget;
  5. bench     AP, params, GMACs, latency of all three -> results.md/csv, flops_vs_ap.png, overlays;
  6. tags      teacher 17 tag maps vs one reduced map (first/mean/pca), students 17 vs 1 tag.
 
-Everything lands in OUT/report/. Defaults take about 12.5 minutes on a 2-core CPU; a GPU is
-used when present.
+Everything lands in OUT/report/. The whole budget goes to distillation (the teacher is shipped);
+defaults are sized for 15 minutes on a 2-core CPU; a GPU is used when present.
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ class DemoSettings:
     ae_factor: float = 1e-2
     # From scratch, the builder's default init left the teacher's tags collapsed; Kaiming init does not.
     teacher_init: str = "kaiming"
+    # False: load the shipped pretrained teacher; True: train one from scratch (teacher_epochs).
+    train_teacher: bool = False
 
 
 def _run_config(s: DemoSettings, name: str, model: ModelSection, epochs: int, teacher: TeacherSection | None = None,
@@ -77,9 +80,9 @@ def _run_config(s: DemoSettings, name: str, model: ModelSection, epochs: int, te
 class Stages:
     """Runs named stages once; a finished stage leaves OUT/stages/NAME.json with its wall time."""
 
-    def __init__(self, out: Path, settings: DemoSettings) -> None:
+    def __init__(self, out: Path, settings: DemoSettings, **identity: Any) -> None:
         self.dir = out / "stages"
-        self.settings = asdict(settings)
+        self.settings = {**asdict(settings), **identity}  # e.g. the shipped teacher's sha256
         self.walls: dict[str, float] = {}
 
     def run(self, name: str, fn: Callable[[], Any]) -> None:
@@ -107,14 +110,26 @@ def run_demo(s: DemoSettings) -> Path:
 
     out = Path(s.out)
     report = out / "report"
-    stages = Stages(out, s)
-    teacher_weights = out / "teacher" / MODEL_FILE
+    shipped = None
+    if not s.train_teacher:
+        from teachers.pretrained import shipped_teacher
+
+        shipped = shipped_teacher(TEACHER)  # sha256-checked against its record
+    # Stages made with another shipped teacher are not reused (the cache and students depend on it).
+    stages = Stages(out, s, teacher_sha256=shipped.record["sha256"] if shipped else "trained here")
     cache = out / "teacher_cache"
 
     stages.run("data", lambda: ensure_dataset(out / "data", seed=s.seed, num_train=s.train_images,
                                               num_val=s.val_images, image_size=s.image_size))
-    stages.run("teacher", lambda: train(_run_config(s, "teacher", ModelSection("teacher", TEACHER, init=s.teacher_init),
-                                                    s.teacher_epochs)))
+    if s.train_teacher:
+        teacher_weights = out / "teacher" / MODEL_FILE
+        stages.run("teacher", lambda: train(_run_config(
+            s, "teacher", ModelSection("teacher", TEACHER, init=s.teacher_init), s.teacher_epochs)))
+    else:
+        assert shipped is not None
+        teacher_weights = shipped.weights
+        print(f"== teacher: shipped {shipped.weights.name} (sha256 {shipped.record['sha256'][:12]}..., "
+              f"AP {shipped.record['headline']['AP']:.3f} on {shipped.record['headline']['split']})", flush=True)
     stages.run("cache", lambda: _cache_teacher(s, teacher_weights, cache))
     teacher_section = TeacherSection(name=TEACHER, weights=str(teacher_weights), mode="cached", store=str(cache))
     for label, (student, rule) in STUDENTS.items():
@@ -196,12 +211,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-images", type=int, default=d.train_images)
     parser.add_argument("--val-images", type=int, default=d.val_images)
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--train-teacher", action="store_true",
+                        help="train the teacher from scratch instead of loading the shipped one")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(out=args.out, device=args.device, teacher_epochs=args.teacher_epochs,
                             student_epochs=args.student_epochs, train_images=args.train_images,
-                            val_images=args.val_images, seed=args.seed)
+                            val_images=args.val_images, seed=args.seed, train_teacher=args.train_teacher)
     t0 = time.perf_counter()
     run_demo(settings)
     print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")

@@ -11,7 +11,7 @@ from distill.demo import DemoSettings, run_demo
 
 def test_demo_runs_every_stage_and_reuses_them(tmp_path: Path) -> None:
     s = DemoSettings(out=str(tmp_path / "demo"), train_images=8, val_images=2, image_size=128, input_size=128,
-                     teacher_epochs=1, student_epochs=1, batch_size=4, workers=0, device="cpu")
+                     teacher_epochs=1, student_epochs=1, batch_size=4, workers=0, device="cpu", train_teacher=True)
     report = run_demo(s)
     for name in ("results.md", "results.csv", "flops_vs_ap.png", "compare_tags.md", "demo.md"):
         assert (report / name).exists(), name
