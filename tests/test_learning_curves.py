@@ -1,0 +1,33 @@
+"""scripts/learning_curves.py: every variant is a valid config that differs from the base, and the
+equal-budget rule holds (same steps and evaluation points whatever the data size)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from distill.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("learning_curves", REPO / "scripts" / "learning_curves.py")
+lc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(lc)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("name", sorted(lc.VARIANTS))
+def test_variant_is_a_valid_one_change_config(name: str) -> None:
+    what, overrides = lc.VARIANTS[name]
+    base = load_config(lc.BASE_CONFIG).to_dict()
+    cfg = load_config(lc.BASE_CONFIG, [o.replace("{root}", "runs/lc") for o in overrides]).to_dict()
+    changed = {(s, k) for s in cfg for k in cfg[s] if cfg[s][k] != base[s][k]}
+    assert bool(changed) == (name != "base"), (name, changed)
+    assert what
+
+
+def test_equal_budget_refuses_a_split_that_does_not_divide(tmp_path: Path, make_synthetic_dataset) -> None:
+    data = make_synthetic_dataset(seed=3, num_train=12, num_val=1, image_size=64)  # 12 // 8 = 1 step/epoch
+    (tmp_path / "data").symlink_to(data)
+    with pytest.raises(SystemExit, match="do not divide"):
+        lc.train_variant(tmp_path, "base", steps=3, eval_steps=2, threads=1,
+                         extra=["optim.batch_size=5"])  # 2 steps per epoch
