@@ -123,6 +123,90 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+INPUT_SIZE_MULTIPLE = 64  # the official test resize rounds to 64; every stride of our models divides it
+
+
+def check_input_size(value: Any, where: str = "--input-size") -> int:
+    """The one `--input-size` / `data.input_size` rule of every command: a positive multiple of 64."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % INPUT_SIZE_MULTIPLE:
+        raise ConfigError(f"{where} must be a positive multiple of {INPUT_SIZE_MULTIPLE} (e.g. 256, 512), "
+                          f"got {value!r}")
+    return value
+
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("model", "kind"): ("student", "teacher"), ("model", "init"): ("default", "kaiming"),
+    ("teacher", "mode"): ("online", "cached"), ("loss", "kd_type"): ("mse", "softmax"),
+    ("loss", "heatmap_loss"): ("mse", "weighted", "focal"), ("loss", "tag_kd_type"): ("absolute", "relational"),
+    ("loss", "tag_reduction"): ("first", "mean", "pca"), ("optim", "name"): ("adam", "adamw"),
+    ("optim", "schedule"): ("step", "cosine"), ("train", "amp"): ("none", "bf16", "fp16"),
+}
+
+
+def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
+    """Every range, enum and multiple of a run config, checked before any work starts.
+
+    Errors name the source, the dotted key, the value and what is allowed, so a bad value fails in a
+    second with one line instead of deep inside torch (or, worse, trains something else).
+    """
+    def bad(key: str, value: Any, allowed: str) -> None:
+        raise ConfigError(f"{source}: {key} = {value!r}: {allowed}")
+
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            bad(f"{section}.{key}", value, f"expected one of {list(allowed)}")
+    d, lo, o, t = cfg.data, cfg.loss, cfg.optim, cfg.train
+    try:
+        check_input_size(d.input_size, "data.input_size")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    positive = {"data.max_people": d.max_people, "optim.epochs": o.epochs, "optim.batch_size": o.batch_size,
+                "loss.ohkm_topk": lo.ohkm_topk}
+    for key, value in positive.items():
+        if value < 1:
+            bad(key, value, "must be >= 1")
+    non_negative = {"data.workers": d.workers, "data.eval_images": d.eval_images,
+                    "data.eval_train_images": d.eval_train_images, "optim.weight_decay": o.weight_decay,
+                    "optim.warmup_steps": o.warmup_steps, "train.seed": t.seed, "train.log_every": t.log_every,
+                    "train.eval_every": t.eval_every, "train.ckpt_every": t.ckpt_every,
+                    "train.max_steps": t.max_steps, "train.threads": t.threads, "train.max_minutes": t.max_minutes,
+                    "loss.tag_kd_weight": lo.tag_kd_weight, "loss.push_factor": lo.push_factor,
+                    "loss.pull_factor": lo.pull_factor, "loss.fg_weight": lo.fg_weight}
+    for key, value in non_negative.items():
+        if not value >= 0:  # also NaN
+            bad(key, value, "must be >= 0")
+    if not 0 < o.lr < 1:
+        bad("optim.lr", o.lr, "must be in (0, 1)")
+    if not 0 < o.gamma <= 1:
+        bad("optim.gamma", o.gamma, "must be in (0, 1]")
+    if not 0 <= o.min_lr_factor <= 1:
+        bad("optim.min_lr_factor", o.min_lr_factor, "must be in [0, 1]")
+    if any(not 0 <= m <= 1 for m in o.milestones):
+        bad("optim.milestones", o.milestones, "must be fractions of the epochs in [0, 1]")
+    if not 0 <= lo.alpha <= 1:
+        bad("loss.alpha", lo.alpha, "must be in [0, 1]")
+    if not lo.kd_temperature > 0:
+        bad("loss.kd_temperature", lo.kd_temperature, "must be > 0")
+    if lo.heatmap_loss != "mse" and not lo.fg_weight > 0:
+        bad("loss.fg_weight", lo.fg_weight, f"must be > 0 for heatmap_loss {lo.heatmap_loss!r}")
+    if not lo.heatmap_factors or any(not f >= 0 for f in lo.heatmap_factors):
+        bad("loss.heatmap_factors", lo.heatmap_factors, "must be a non-empty list of numbers >= 0")
+    if not (t.ema_decay == 0 or 0 < t.ema_decay < 1):
+        bad("train.ema_decay", t.ema_decay, "must be 0 (off) or in (0, 1)")
+    if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
+        bad("train.device", t.device, "expected auto, cpu, cuda or cuda:N")
+    if len(d.aug_scale) != 2 or not 0 < d.aug_scale[0] <= d.aug_scale[1]:
+        bad("data.aug_scale", d.aug_scale, "must be [min, max] with 0 < min <= max")
+    if not 0 <= d.aug_flip <= 1:
+        bad("data.aug_flip", d.aug_flip, "must be in [0, 1]")
+    if d.aug_rotation < 0 or d.aug_translate < 0:
+        bad("data.aug_rotation/aug_translate", (d.aug_rotation, d.aug_translate), "must be >= 0")
+    if cfg.teacher.mode == "cached" and cfg.teacher.name and not cfg.teacher.store:
+        bad("teacher.store", cfg.teacher.store, "a cached teacher needs the store path")
+    return cfg
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -210,6 +294,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
                 raise ConfigError(f"override {text!r}: {k} is not a section")
         node[keys[-1]] = value
     try:
-        return _from_dict(RunConfig, data, "")
+        cfg = _from_dict(RunConfig, data, "")
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    return validate(cfg, source)

@@ -33,7 +33,7 @@ from torch import nn
 
 from distill.amp import AmpError, amp_dtype, autocast, module_device
 from distill.atomic import atomic_path, write_json_atomic
-from distill.config import ConfigError, RunConfig, load_config
+from distill.config import ConfigError, RunConfig, load_config, validate
 from distill.data.coco import CocoKeypointDataset
 from distill.data.transforms import AugmentConfig
 from distill.losses import DistillLoss, LossConfig
@@ -216,7 +216,7 @@ class Trainer:
     """Holds everything one run needs; `fit()` runs it to the end (resuming when possible)."""
 
     def __init__(self, cfg: RunConfig, resume: bool = True) -> None:
-        self.cfg = cfg
+        self.cfg = validate(cfg, "run config")
         self.out = Path(cfg.train.out)
         self.rank, self.world, self.local_rank = _dist_env()
         self.distributed = self.world > 1

@@ -103,8 +103,8 @@ def test_loss_section_reaches_the_loss_and_bad_values_are_named(tmp_path: Path) 
     # Without a teacher the KD weights are switched off, whatever the section says.
     no_teacher = load_config(REPO / "configs" / "train" / "synth_step_s_kd.yaml", ["teacher.name=''"])
     assert loss_config(no_teacher, 17).alpha == 0.0
-    with pytest.raises(ValueError, match="kd_type must be one of"):
-        loss_config(load_config(None, ["loss.kd_type=kl"]), 17)
+    with pytest.raises(ConfigError, match="loss.kd_type = 'kl': expected one of"):  # at load, before any work
+        load_config(None, ["loss.kd_type=kl"])
 
 
 def test_max_minutes_stops_early_and_the_run_resumes(tmp_path: Path, data_dir: Path) -> None:
@@ -112,3 +112,17 @@ def test_max_minutes_stops_early_and_the_run_resumes(tmp_path: Path, data_dir: P
     result = train(load_config(path, ["train.max_minutes=1e-9"]))
     assert result["steps"] == 1  # the limit is checked after each step
     assert train(load_config(path))["steps"] == 12  # resumed to the end of the 3 epochs
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr=-1", "optim.lr = -1"), ("optim.lr=.nan", "optim.lr"), ("data.input_size=100", "multiple of 64"),
+    ("data.input_size=0", "multiple of 64"), ("data.workers=-1", "data.workers = -1: must be >= 0"),
+    ("data.max_people=0", "data.max_people = 0"), ("loss.kd_type=l2", "expected one of \\['mse', 'softmax'\\]"),
+    ("train.seed=-3", "train.seed"), ("optim.epochs=-1", "optim.epochs = -1"), ("train.amp=fp8", "train.amp"),
+    ("loss.heatmap_loss=focal", "loss.fg_weight = 0.0: must be > 0"), ("train.ema_decay=1.5", "train.ema_decay"),
+    ("data.aug_scale=[2, 1]", "data.aug_scale"), ("teacher.mode=cache", "teacher.mode"),
+    ("train.device=tpu", "train.device"),
+])
+def test_config_values_are_checked_before_any_work(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
