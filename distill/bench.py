@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill.config import input_size_arg
 from distill.atomic import write_bytes_atomic, write_text_atomic
 from distill.errors import AEDistillError
 from distill.evaluate import STAT_NAMES
@@ -577,7 +578,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "kd=student:step_s:runs/x/model.pt (no CKPT: random init)")
     parser.add_argument("--data", type=Path, required=True, help="dataset root (annotations/person_keypoints_<split>.json)")
     parser.add_argument("--split", default="val2017")
-    parser.add_argument("--input-size", type=int, default=512, help="test input size (a multiple of 64)")
+    parser.add_argument("--input-size", type=input_size_arg, default=512, help="test input size (a multiple of 64)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="report folder (default runs/bench)")
     parser.add_argument("--repeats", type=int, default=10, help="timed network passes per setting (medians)")

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill.config import input_size_arg
 from distill.atomic import write_json_atomic, write_text_atomic
 from distill.errors import AEDistillError
 from distill.geometry import affine_transform
@@ -470,7 +471,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="COCO-format dataset root")
     parser.add_argument("--split", default="val2017", help="evaluation split (default val2017)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    parser.add_argument("--input-size", type=int, default=512, help="test input size (default 512)")
+    parser.add_argument("--input-size", type=input_size_arg, default=512, help="test input size (default 512)")
     parser.add_argument("--fit-split", default="train2017", help="split the PCA reduction is fitted on")
     parser.add_argument("--fit-images", type=int, default=64, help="training images for the PCA fit (default 64)")
     parser.add_argument("--students", nargs="*", default=[], metavar="LABEL=student:NAME:CKPT",

@@ -134,6 +134,20 @@ def check_input_size(value: Any, where: str = "--input-size") -> int:
     return value
 
 
+def input_size_arg(text: str) -> int:
+    """argparse `type=` for every command's --input-size (one rule: a positive multiple of 64)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    try:
+        return check_input_size(value, "input size")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "kind"): ("student", "teacher"), ("model", "init"): ("default", "kaiming"),
     ("teacher", "mode"): ("online", "cached"), ("loss", "kd_type"): ("mse", "softmax"),

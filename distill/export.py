@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill.config import input_size_arg
 from distill.atomic import atomic_path
 from distill.errors import AEDistillError
 
@@ -665,7 +666,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="student:NAME[:CKPT] or teacher:CFG[:CKPT] (registry name or YAML path; CKPT an "
                              "official .pth or our model.pt; omitted = random weights)")
     parser.add_argument("--onnx", required=True, type=Path, metavar="OUT.onnx", help="where to write the model")
-    parser.add_argument("--input-size", type=int, default=None,
+    parser.add_argument("--input-size", type=input_size_arg, default=None,
                         help="square input side (default: the model config's input_size, else 512)")
     parser.add_argument("--height", type=int, default=None, help="input height (default: --input-size)")
     parser.add_argument("--width", type=int, default=None, help="input width (default: --input-size)")

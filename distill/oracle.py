@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from distill.config import input_size_arg
 from distill.codec.decode import DecodeParams, decode
 from distill.codec.matching import MatchParams
 from distill.codec.targets import render_heatmaps
@@ -94,7 +95,7 @@ def run_oracle(data: Path, split: str, input_size: int = 512, adjust: bool = Tru
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset root (annotations/person_keypoints_<split>.json)")
     parser.add_argument("--split", default="val2017")
-    parser.add_argument("--input-size", type=int, default=512, help="test input size (short side), as the teacher's")
+    parser.add_argument("--input-size", type=input_size_arg, default=512, help="test input size (short side), as the teacher's")
     parser.add_argument("--no-refine", action="store_true", help="switch off refine (filling missing joints)")
     parser.add_argument("--no-adjust", action="store_true", help="switch off the quarter-pixel adjustment")
     parser.add_argument("--results", type=Path, default=None, help="also write the COCO results JSON here")

@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from distill.config import input_size_arg
 from distill.errors import AEDistillError
 
 DEFAULT_INPUT_SIZE = 512
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="COCO-format dataset root (annotations/, <split>/)")
     parser.add_argument("--split", default="train2017", help="split to cache (default train2017)")
     parser.add_argument("--out", required=True, help="store folder (created, or resumed when it exists)")
-    parser.add_argument("--input-size", type=int, default=None,
+    parser.add_argument("--input-size", type=input_size_arg, default=None,
                         help=f"short side of the canonical frame (default: the teacher config's input_size, else {DEFAULT_INPUT_SIZE})")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass, same-size images only (default 8)")

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import torch
 
+from distill.config import input_size_arg
 from distill.errors import DataError
 from distill.keypoints import KeypointSpec
 
@@ -321,7 +322,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="student:NAME[:CKPT] or teacher:CFG[:CKPT] (omitted CKPT = random weights)")
     parser.add_argument("--input", required=True, type=Path, help="an image or a folder of images")
     parser.add_argument("--out", required=True, type=Path, help="folder for <stem>.png outputs")
-    parser.add_argument("--input-size", type=int, default=512, help="test input size (short side; default 512)")
+    parser.add_argument("--input-size", type=input_size_arg, default=512, help="test input size (short side; default 512)")
     parser.add_argument("--panels", action="store_true", help="overlay | heatmaps | tags side by side")
     parser.add_argument("--score-thr", type=float, default=0.1, help="draw people with score >= this (default 0.1)")
     parser.add_argument("--min-joint-value", type=float, default=0.0,

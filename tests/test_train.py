@@ -126,3 +126,11 @@ def test_max_minutes_stops_early_and_the_run_resumes(tmp_path: Path, data_dir: P
 def test_config_values_are_checked_before_any_work(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("command", ["export", "cache-teacher", "visualize", "oracle", "bench", "compare-tags"])
+@pytest.mark.parametrize("size", ["0", "100", "-64", "abc"])
+def test_every_command_shares_one_input_size_rule(command: str, size: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", command, "--input-size", size], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--input-size" in proc.stderr and "Traceback" not in proc.stderr
