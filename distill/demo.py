@@ -26,10 +26,10 @@ from typing import Any, Callable
 import torch
 
 from distill.atomic import write_json_atomic, write_text_atomic
-from distill.config import DataSection, LossSection, ModelSection, OptimSection, RunConfig, TeacherSection, TrainSection
+from distill.config import RunConfig, TeacherSection, load_config
 
 TEACHER = "higherhrnet_w16_synth"
-STUDENTS = {"step_s (17 tags, KD)": ("step_s", "mean"), "step_s_1tag (1 tag, KD)": ("step_s_1tag", "pca")}
+STUDENTS = ("step_s", "step_s_1tag")  # 17 per-joint tag maps, one shared tag map
 
 
 @dataclass(frozen=True)
@@ -38,43 +38,37 @@ class DemoSettings:
 
     out: str = "runs/demo"
     seed: int = 0
-    train_images: int = 240
+    train_images: int = 480
     val_images: int = 60
     image_size: int = 256
     input_size: int = 256
     teacher_epochs: int = 14
-    student_epochs: int = 9
+    student_epochs: int = 8
     batch_size: int = 8
     workers: int = 2
     device: str = "auto"
-    # Heatmap KD as in configs/train/synth_step_s_kd.yaml (the synthetic study's winner): softmax over
-    # each heatmap at temperature 0.1, KL to the teacher's, mixed 50/50 with the GT MSE; no tag KD.
-    alpha: float = 0.5
-    kd_type: str = "softmax"
-    kd_temperature: float = 0.1
-    tag_kd_weight: float = 0.0
-    # The official AE factors (1e-3) separate tags too slowly for a minutes-long CPU run.
-    ae_factor: float = 1e-2
-    # From scratch, the builder's default init left the teacher's tags collapsed; Kaiming init does not.
-    teacher_init: str = "kaiming"
     # False: load the shipped pretrained teacher; True: train one from scratch (teacher_epochs).
     train_teacher: bool = False
 
 
-def _run_config(s: DemoSettings, name: str, model: ModelSection, epochs: int, teacher: TeacherSection | None = None,
-                tag_reduction: str = "mean") -> RunConfig:
+# The recipes are the config files' (loss, optimiser, schedule, model init); the demo sets only paths,
+# budget and device. The students distil from the cached teacher (mode and store set here).
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
+TEACHER_RECIPE = CONFIGS / "synth_teacher.yaml"
+STUDENT_RECIPES = {"step_s": CONFIGS / "synth_step_s_kd.yaml", "step_s_1tag": CONFIGS / "synth_step_s_1tag_kd.yaml"}
+
+
+def _run_config(s: DemoSettings, name: str, recipe: Path, epochs: int, teacher: TeacherSection | None = None
+                ) -> RunConfig:
     out = Path(s.out)
-    return RunConfig(
-        model=model,
-        teacher=teacher or TeacherSection(),
-        data=DataSection(root=str(out / "data"), input_size=s.input_size, workers=s.workers),
-        loss=LossSection(alpha=s.alpha if teacher else 0.0, kd_type=s.kd_type, kd_temperature=s.kd_temperature,
-                         tag_kd_weight=s.tag_kd_weight if teacher else 0.0, tag_reduction=tag_reduction,
-                         push_factor=s.ae_factor, pull_factor=s.ae_factor),
-        optim=OptimSection(epochs=epochs, batch_size=s.batch_size),
-        train=TrainSection(out=str(out / name), seed=s.seed, device=s.device, eval_every=0, ckpt_every=50,
-                           tensorboard=True),
-    )
+    over = [f"data.root={out / 'data'}", f"data.input_size={s.input_size}", f"data.workers={s.workers}",
+            f"optim.epochs={epochs}", f"optim.batch_size={s.batch_size}", f"train.out={out / name}",
+            f"train.seed={s.seed}", f"train.device={s.device}", "train.eval_every=0", "train.ckpt_every=50",
+            "train.tensorboard=true"]
+    if teacher is not None:
+        over += [f"teacher.name={teacher.name}", f"teacher.weights={teacher.weights}", f"teacher.mode={teacher.mode}",
+                 f"teacher.store={teacher.store}"]
+    return load_config(recipe, over)
 
 
 class Stages:
@@ -123,8 +117,7 @@ def run_demo(s: DemoSettings) -> Path:
                                               num_val=s.val_images, image_size=s.image_size))
     if s.train_teacher:
         teacher_weights = out / "teacher" / MODEL_FILE
-        stages.run("teacher", lambda: train(_run_config(
-            s, "teacher", ModelSection("teacher", TEACHER, init=s.teacher_init), s.teacher_epochs)))
+        stages.run("teacher", lambda: train(_run_config(s, "teacher", TEACHER_RECIPE, s.teacher_epochs)))
     else:
         assert shipped is not None
         teacher_weights = shipped.weights
@@ -132,9 +125,9 @@ def run_demo(s: DemoSettings) -> Path:
               f"AP {shipped.record['headline']['AP']:.3f} on {shipped.record['headline']['split']})", flush=True)
     stages.run("cache", lambda: _cache_teacher(s, teacher_weights, cache))
     teacher_section = TeacherSection(name=TEACHER, weights=str(teacher_weights), mode="cached", store=str(cache))
-    for label, (student, rule) in STUDENTS.items():
-        stages.run(f"student_{student}", lambda student=student, rule=rule: train(_run_config(
-            s, student, ModelSection("student", student), s.student_epochs, teacher_section, rule)))
+    for student in STUDENTS:
+        stages.run(f"student_{student}", lambda student=student: train(_run_config(
+            s, student, STUDENT_RECIPES[student], s.student_epochs, teacher_section)))
     stages.run("bench", lambda: _bench(s, teacher_weights, report))
     stages.run("tags", lambda: _compare_tags(s, teacher_weights, report))
 
@@ -165,7 +158,7 @@ def _cache_teacher(s: DemoSettings, weights: Path, store: Path) -> None:
 def _model_specs(s: DemoSettings, teacher_weights: Path) -> list[str]:
     out = Path(s.out)
     specs = [f"teacher={'teacher'}:{TEACHER}:{teacher_weights}"]
-    for student, _ in STUDENTS.values():
+    for student in STUDENTS:
         specs.append(f"{student}=student:{student}:{out / student / 'model.pt'}")
     return specs
 
