@@ -3,15 +3,17 @@
 
 Stages (each reused when already finished, so a rerun only does what is missing):
  1. `distill synth` the dataset (ROOT/data);
- 2. `distill train configs/train/synth_teacher.yaml` (small HigherHRNet from scratch);
+ 2. the teacher: the shipped one (teachers/pretrained/, hash-checked) or, with --train-teacher,
+    `distill train configs/train/synth_teacher.yaml` (small HigherHRNet from scratch);
  3. `distill cache-teacher` its outputs on the train split;
  4. students with the same budget (epochs, images, lr schedule): step_s on ground truth only and
     step_s distilled, each for every --seeds; step_s_1tag distilled (one shared tag map), first seed;
     with --ablations also the KD variants of ABLATIONS (first seed): what each loss choice does;
- 5. a table: val AP (mean over seeds), the loss of each row read back from the run's config.json, params,
+ 5. a table: val AP (mean ± std over seeds, and per seed), the loss of each row read back from the run's config.json, params,
     GMACs at the input size, wall time per run. The script refuses to tabulate runs whose budgets differ.
 
-    python scripts/synthetic_study.py [--seeds 0 1] [--root runs/study] [--ablations] [--table-only]
+    python scripts/synthetic_study.py [--seeds 0 1 2] [--root runs/study] [--ablations] [--table-only]
+                                      [--train-teacher]
 """
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ MAIN_RUNS = [
 ]
 ONE_TAG_RUN = ("step_s_1tag distilled", "configs/train/synth_step_s_1tag_kd.yaml", "step_s_1tag_kd", [])
 ABLATIONS = [
+    ("ablation: + relational tag KD 1e-2", "configs/train/synth_step_s_kd.yaml", "abl_reltag",
+     ["loss.tag_kd_weight=1e-2", "loss.tag_kd_type=relational"]),
+    ("ablation: 1-tag + relational tag KD 1e-2 (pca)", "configs/train/synth_step_s_1tag_kd.yaml", "abl_1tag_reltag",
+     ["loss.tag_kd_weight=1e-2", "loss.tag_kd_type=relational"]),
     ("ablation: FPD MSE KD + tag KD", "configs/train/synth_step_s_kd.yaml", "abl_mse_tagkd",
      ["loss.kd_type=mse", "loss.tag_kd_weight=1e-2"]),
     ("ablation: MSE KD", "configs/train/synth_step_s_kd.yaml", "abl_mse", ["loss.kd_type=mse"]),
@@ -106,9 +112,10 @@ def _config(out: Path) -> dict[str, Any]:
 def describe_loss(cfg: dict[str, Any]) -> str:
     """The distillation part of a run's loss, from its recorded config (older runs: kd_type 'mse')."""
     loss, teacher = cfg["loss"], cfg.get("teacher", {})
+    gt = "" if loss.get("heatmap_loss", "mse") == "mse" else f" ({loss['heatmap_loss']} MSE, fg {loss['fg_weight']:g})"
     if not teacher.get("name"):
-        return "GT only"
-    parts = []
+        return "GT only" + gt
+    parts = [f"GT{gt}"] if gt else []
     if loss["alpha"] > 0:
         kd = loss.get("kd_type", "mse")
         kd = f"softmax KD tau {loss.get('kd_temperature', 1.0):g}" if kd == "softmax" else "MSE KD"
@@ -117,7 +124,9 @@ def describe_loss(cfg: dict[str, Any]) -> str:
             parts.append(f"OHKM top-{loss['ohkm_topk']} on KD")
     if loss.get("ohkm_gt"):
         parts.append(f"OHKM top-{loss['ohkm_topk']} on GT")
-    parts.append(f"tag KD {loss['tag_kd_weight']:g}" + (f" ({loss['tag_reduction']})"
+    kind = loss.get("tag_kd_type", "absolute")
+    parts.append(f"tag KD {loss['tag_kd_weight']:g}" + (f" {kind}" if loss["tag_kd_weight"] > 0 else "")
+                 + (f" ({loss['tag_reduction']})"
                  if loss["tag_kd_weight"] > 0 and cfg["model"]["name"].endswith("_1tag") else ""))
     return ", ".join(parts) + f" ({teacher.get('mode', 'online')} teacher from {Path(teacher['weights']).parent.name}/)"
 
@@ -129,7 +138,9 @@ def _budget(cfg: dict[str, Any]) -> tuple:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("runs/study"))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--train-teacher", action="store_true",
+                    help="train the teacher from scratch (default: the shipped pretrained teacher)")
     ap.add_argument("--ablations", action="store_true", help="also run/tabulate the KD ablations (first seed)")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra overrides for the STUDENT runs (the budget must stay equal across them)")
@@ -147,24 +158,32 @@ def main(argv: list[str] | None = None) -> int:
     walls: dict[str, float | str] = {"cache": _logged_cache_time(root / "cache.log")}
     teacher_out, cache, data = root / "teacher", root / "teacher_cache", root / "data"
     teachers = [(teacher_out, args.teacher_set)]
-    if args.ablations:
+    if args.ablations and args.train_teacher:
         teachers.append((root / SHORT_TEACHER[0], args.teacher_set + SHORT_TEACHER[1]))
+    shipped = None
+    if not args.train_teacher:
+        sys.path.insert(0, str(REPO))
+        from teachers.pretrained import shipped_teacher
+
+        shipped = shipped_teacher("higherhrnet_w16_synth")
+    teacher_weights = shipped.weights if shipped else teacher_out / "model.pt"
     if not args.table_only:
         walls["data"] = _run(_distill("synth", "--out", str(data)))
         common = [f"data.root={data}"]
         for out, extra in teachers:
-            if not _finished(out):
+            if shipped is None and not _finished(out):
                 _run(_distill("train", "configs/train/synth_teacher.yaml",
                               *_sets(common + [f"train.out={out}"] + extra)))
+            weights = teacher_weights if out == teacher_out else out / "model.pt"
             cache_wall = _run(_distill("cache-teacher", "--teacher", "higherhrnet_w16_synth", "--weights",
-                                       str(out / "model.pt"), "--data", str(data), "--split", "train2017",
+                                       str(weights), "--data", str(data), "--split", "train2017",
                                        "--out", f"{out}_cache", "--input-size", "256", "--no-progress"))
             if out == teacher_out:
                 walls["cache"] = cache_wall
         for label, config, name, extra, seed in runs:
             extra = [e.format(root=root) for e in extra]
             out = root / name
-            sets = common + [f"train.out={out}", f"train.seed={seed}", f"teacher.weights={teacher_out / 'model.pt'}",
+            sets = common + [f"train.out={out}", f"train.seed={seed}", f"teacher.weights={teacher_weights}",
                              f"teacher.store={cache}"] + extra + args.overrides
             if "GT only" in label:
                 sets = [s for s in sets if not s.startswith("teacher.")]
@@ -184,10 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     if len(budgets) > 1:
         raise SystemExit("the student runs do not share one budget: " + "; ".join(
             f"{dict(zip((f'{s}.{k}' for s, k in BUDGET_KEYS), b))}: {names}" for b, names in budgets.items()))
-    teacher_rows = [("teacher higherhrnet_w16_synth", teacher_out)]
-    if args.ablations and _finished(root / SHORT_TEACHER[0]):
-        teacher_rows.append(("teacher, 8 epochs (ablation)", root / SHORT_TEACHER[0]))
-    table = _table([(label, _final_stats(out), _run_seconds(out)) for label, out in teacher_rows], walls, results)
+    if shipped is not None:  # its recorded score on this same val split (seed 0): it is not retrained here
+        teacher_stats = [("teacher higherhrnet_w16_synth (shipped, float16)", shipped.record["scores"]["val_seed0"],
+                          "shipped")]
+    else:
+        teacher_rows = [("teacher higherhrnet_w16_synth", teacher_out)]
+        if args.ablations and _finished(root / SHORT_TEACHER[0]):
+            teacher_rows.append(("teacher, 8 epochs (ablation)", root / SHORT_TEACHER[0]))
+        teacher_stats = [(label, _final_stats(out), _run_seconds(out)) for label, out in teacher_rows]
+    table = _table(teacher_stats, walls, results)
     print(table)
     (root / "study.md").write_text("### Synthetic study: GT-only vs distilled students, equal budget\n\n" + table + "\n")
     print(f"written to {root / 'study.md'}")
@@ -207,7 +231,7 @@ def _table(teachers: list[tuple[str, dict[str, float], float | str]], walls: dic
         return rep.params / 1e6, rep.macs_paper / 1e9
 
     fmt = lambda w: w if isinstance(w, str) else f"{w / 60:.1f} min"  # noqa: E731  (training loop only)
-    rows = ["| model | loss | seeds | AP (mean) | AP per seed | AP50 (mean) | params (M) | GMACs @256 | wall time |",
+    rows = ["| model | loss | seeds | AP (mean ± std) | AP per seed | AP50 (mean) | params (M) | GMACs @256 | wall time |",
             "|---|---|---|---|---|---|---|---|---|"]
     p, g = cost(build_teacher("higherhrnet_w16_synth"))
     for label, stats, wall in teachers:
@@ -221,7 +245,8 @@ def _table(teachers: list[tuple[str, dict[str, float], float | str]], walls: dic
         aps = [s["AP"] for _, s, _, _ in entries]
         ap50 = statistics.mean(s["AP50"] for _, s, _, _ in entries)
         seeds = ",".join(str(seed) for seed, *_ in entries)
-        rows.append(f"| {label} | {losses.pop()} | {seeds} | {statistics.mean(aps):.3f} "
+        std = f" ± {statistics.stdev(aps):.3f}" if len(aps) > 1 else ""
+        rows.append(f"| {label} | {losses.pop()} | {seeds} | {statistics.mean(aps):.3f}{std} "
                     f"| {' / '.join(f'{a:.3f}' for a in aps)} | {ap50:.3f} | {p:.2f} | {g:.2f} "
                     f"| {', '.join(fmt(w) for _, _, w, _ in entries)} |")
     rows.append(f"\ncache build: {fmt(walls['cache'])}; students share one budget (configs/train/synth_step_s_*.yaml)")
