@@ -43,7 +43,7 @@ class DemoSettings:
     image_size: int = 256
     input_size: int = 256
     teacher_epochs: int = 14
-    student_epochs: int = 8
+    student_epochs: int = 6
     batch_size: int = 8
     workers: int = 2
     device: str = "auto"

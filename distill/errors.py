@@ -9,5 +9,9 @@ class DataError(AEDistillError):
     """A dataset file or record is missing, corrupt, or not what was expected."""
 
 
+class TrainingDiverged(AEDistillError, FloatingPointError):
+    """The loss or the weights became NaN/inf; nothing broken is written."""
+
+
 class CheckpointError(AEDistillError):
     """A checkpoint does not fit the model it is loaded into."""

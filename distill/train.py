@@ -35,6 +35,7 @@ from distill.amp import AmpError, amp_dtype, autocast, module_device
 from distill.atomic import atomic_path, write_json_atomic
 from distill.config import ConfigError, RunConfig, load_config, validate
 from distill.data.coco import CocoKeypointDataset
+from distill.errors import TrainingDiverged
 from distill.data.transforms import AugmentConfig
 from distill.losses import DistillLoss, LossConfig
 from distill.progress import progress
@@ -71,7 +72,10 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def save_model_file(path: Path, model: nn.Module, cfg: RunConfig, extra: dict[str, Any] | None = None) -> None:
-    """A self-describing weights file that `load_weights` (and official-style loaders) read."""
+    """A self-describing weights file that `load_weights` (and official-style loaders) read.
+
+    Refuses non-finite weights: a diverged model is never written over a good file."""
+    _refuse_non_finite(model, path)
     payload = {"state_dict": model.state_dict(), "model": asdict(cfg.model), **(extra or {})}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -340,6 +344,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.rank != 0:
             return
+        _refuse_non_finite(self.model, self.out / CHECKPOINT)  # keep the last good checkpoint to resume from
         with atomic_path(self.out / CHECKPOINT) as tmp:
             torch.save(self._state(), tmp)
 
@@ -379,7 +384,7 @@ class Trainer:
             outputs = self.net(images)
         loss, logs = self.criterion([o.float() for o in outputs], to(heatmaps), to(masks), to(indices), teacher_outputs)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {self.global_step}; lower optim.lr or check data")
+            raise TrainingDiverged(f"loss is {loss.item()} at step {self.global_step}; lower optim.lr or check data")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -527,6 +532,15 @@ def _initialise(model: nn.Module, scheme: str) -> None:
         nn.init.normal_(final.weight, std=0.001)
         if final.bias is not None:
             nn.init.zeros_(final.bias)
+
+
+def _refuse_non_finite(model: nn.Module, path: Path) -> None:
+    from teachers.checkpoint import non_finite_entries
+
+    bad = non_finite_entries(model.state_dict())
+    if bad:
+        raise TrainingDiverged(f"not writing {path}: {len(bad)} weight tensor(s) hold NaN/inf (first: {bad[0]}); "
+                                 "the run diverged (lower optim.lr); the previous file, if any, is kept")
 
 
 def _dist_env() -> tuple[int, int, int]:

@@ -29,6 +29,7 @@ from distill.errors import CheckpointError
 
 __all__ = [
     "StateDictMismatch", "compare_state_dict", "load_checkpoint", "load_teacher", "matching_configs",
+    "non_finite_entries",
     "read_state_dict", "strip_prefixes",
 ]
 
@@ -157,6 +158,12 @@ def matching_configs(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     return fits
 
 
+def non_finite_entries(state_dict: Mapping[str, Any]) -> list[str]:
+    """Names of floating-point tensors with NaN or inf values (a diverged run's weights)."""
+    return [k for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
     """Load a checkpoint file into `model` (in place; also returned). Raises `CheckpointError`.
 
@@ -174,6 +181,10 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool
         raise CheckpointError(
             f"{path}: does not fit the model {name!r} ({len(state_dict)} entries in the file, "
             f"{len(model.state_dict())} in the model):\n  {mismatch.describe()}{hint}")
+    bad = non_finite_entries(state_dict)
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} weight tensor(s) hold NaN/inf values (first: {', '.join(bad[:SHOW])}); "
+                              "the run that wrote it diverged; use an earlier checkpoint")
     try:
         model.load_state_dict(state_dict, strict=strict)
     except RuntimeError as exc:  # e.g. dtype/device problems the shape check cannot see

@@ -182,3 +182,22 @@ def test_relational_tag_kd_ignores_the_shift_and_sign_the_ae_loss_leaves_free() 
     assert float(tag_kd_loss(s, t, index, "per_joint", "relational")[0]) > 0
     with pytest.raises(ValueError, match="tag_kd_type"):
         LossConfig(tag_kd_type="cosine")  # type: ignore[arg-type]
+
+
+def test_non_finite_weights_are_never_saved_nor_loaded(tmp_path: Path) -> None:
+    from distill.errors import CheckpointError
+    from teachers import build_teacher
+    from teachers.checkpoint import load_checkpoint
+    from distill.train import save_model_file
+
+    model = build_teacher("tiny")
+    path = tmp_path / "model.pt"
+    save_model_file(path, model, load_config(None))
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="NaN/inf"):
+        save_model_file(path, model, load_config(None))
+    load_checkpoint(build_teacher("tiny"), path)  # the good file is still there
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="NaN/inf"):
+        load_checkpoint(build_teacher("tiny"), tmp_path / "nan.pt")
