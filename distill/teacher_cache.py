@@ -613,7 +613,8 @@ class TeacherStore:
         return out
 
     def check_matches(self, teacher: Any = None, weights_path: str | os.PathLike[str] | None = None,
-                      weights_sha256: str | None = None, input_size: int | None = None) -> None:
+                      weights_sha256: str | None = None, input_size: int | None = None,
+                      dataset: Any = None) -> None:
         """Raise `StoreMismatchError` naming every difference from the expected teacher / weights / input size.
 
         `teacher`: a `HigherHRNetConfig`, a registered name / yaml path, or a config dict. `weights_path`: the
@@ -642,6 +643,13 @@ class TeacherStore:
                             f"(file {_short(w.get('file_sha256'))}), expected {_short(weights_sha256)}")
         if input_size is not None and int(input_size) != self.input_size:
             problems.append(f"input size: store {self.input_size}, expected {int(input_size)}")
+        if dataset is not None:  # the same image ids, or the stored maps belong to other images
+            want, have = dataset_identity(dataset), self.header.get("dataset", {})
+            if (want["ids_sha256"], want["num_images"]) != (have.get("ids_sha256"), have.get("num_images")):
+                problems.append(f"dataset: store built on {have.get('num_images')} images of {have.get('split')!r} "
+                                f"at {have.get('annotation_file')} (ids sha256 {_short(have.get('ids_sha256'))}), "
+                                f"training on {want['num_images']} images of {want['split']!r} at "
+                                f"{want['annotation_file']} (ids sha256 {_short(want['ids_sha256'])})")
         if problems:
             raise StoreMismatchError(f"{self.root}: teacher store does not match:\n  " + "\n  ".join(problems))
 

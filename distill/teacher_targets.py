@@ -172,10 +172,11 @@ class CachedTeacher:
 
     def __init__(self, store: TeacherStore | str, device: str | torch.device = "cpu", *, expect_teacher: Any = None,
                  expect_weights: str | None = None, expect_input_size: int | None = None,
-                 flip_index: Sequence[int] | None = None) -> None:
+                 expect_dataset: Any = None, flip_index: Sequence[int] | None = None) -> None:
         self.store = store if isinstance(store, TeacherStore) else TeacherStore(store)
-        if expect_teacher is not None or expect_weights is not None or expect_input_size is not None:
-            self.store.check_matches(teacher=expect_teacher, weights_path=expect_weights, input_size=expect_input_size)
+        if any(x is not None for x in (expect_teacher, expect_weights, expect_input_size, expect_dataset)):
+            self.store.check_matches(teacher=expect_teacher, weights_path=expect_weights, input_size=expect_input_size,
+                                     dataset=expect_dataset)
         self.device = torch.device(device)
         self.num_joints = self.store.num_joints
         self.flip_index = list(self.store.flip_index)

@@ -302,7 +302,7 @@ class Trainer:
             if not t.store:
                 raise ConfigError("teacher.mode is 'cached' but teacher.store is empty")
             cached = CachedTeacher(t.store, expect_teacher=t.name, expect_weights=t.weights or None,
-                                   expect_input_size=self.cfg.data.input_size)
+                                   expect_input_size=self.cfg.data.input_size, expect_dataset=self.dataset)
             return cached, cached
         if t.mode != "online":
             raise ConfigError(f"teacher.mode must be 'online' or 'cached', got {t.mode!r}")

@@ -164,3 +164,23 @@ def test_fake_cuda_run_leaves_no_state(tmp_path: Path) -> None:
         assert torch.cuda.is_available()
     assert torch.cuda.is_available() is False
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_store_of_another_dataset_is_refused(tmp_path: Path, data_dir: Path, tiny_weights: Path,
+                                               make_synthetic_dataset) -> None:
+    """Same split name and image-id scheme, other images: the stored maps would be misaligned."""
+    from distill.data.coco import CocoKeypointDataset
+    from distill.teacher_cache import StoreMismatchError, build_store, weights_identity
+    from teachers import get_teacher_config
+    from teachers.checkpoint import load_checkpoint
+
+    other = make_synthetic_dataset(seed=9, num_train=6, num_val=2, image_size=96)
+    model = load_checkpoint(build_teacher("tiny"), tiny_weights).eval()
+    build_store(tmp_path / "store", model, CocoKeypointDataset(other, "train2017", input_size=64, augment=False),
+                teacher_cfg=get_teacher_config("tiny"), weights=weights_identity(model, tiny_weights, False, None),
+                input_size=64, batch_size=2, show_progress=False)
+    overrides = _base(data_dir, tmp_path / "run") + [
+        "model.kind=student", "model.name=step_s", "teacher.name=tiny", f"teacher.weights={tiny_weights}",
+        "teacher.mode=cached", f"teacher.store={tmp_path / 'store'}", "loss.alpha=0.5"]
+    with pytest.raises(StoreMismatchError, match="dataset: store built on 6 images"):
+        Trainer(load_config(None, overrides))
