@@ -135,6 +135,24 @@ class FakeCuda(TorchFunctionMode):
         return out
 
 
+class _FakeEvent:
+    """`torch.cuda.Event` stand-in: wall-clock timing (the fake device is synchronous)."""
+
+    def __init__(self, enable_timing: bool = False, **_: Any) -> None:
+        self.t = 0.0
+
+    def record(self, *_: Any) -> None:
+        import time
+
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+    def elapsed_time(self, end: "_FakeEvent") -> float:
+        return (end.t - self.t) * 1e3
+
+
 @contextlib.contextmanager
 def fake_cuda() -> Iterator[FakeCuda]:
     """Run the body with a simulated CUDA device (see the module docstring)."""
@@ -144,6 +162,9 @@ def fake_cuda() -> Iterator[FakeCuda]:
         stack.enter_context(mock.patch("torch.cuda.synchronize", lambda *a, **k: None))
         stack.enter_context(mock.patch("torch.cuda.device_count", lambda: 1))
         stack.enter_context(mock.patch("torch.cuda.is_bf16_supported", lambda *a, **k: True))
+        stack.enter_context(mock.patch("torch.cuda.Event", _FakeEvent))
+        stack.enter_context(mock.patch("torch.cuda.get_device_name", lambda *a, **k: "FakeCuda"))
+        stack.enter_context(mock.patch("torch.cuda.empty_cache", lambda: None))
         stack.enter_context(mock.patch("torch.optim.optimizer.Optimizer._accelerator_graph_capture_health_check",
                                        lambda self: None))
         stack.enter_context(warnings.catch_warnings())

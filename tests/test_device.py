@@ -184,3 +184,17 @@ def test_a_store_of_another_dataset_is_refused(tmp_path: Path, data_dir: Path, t
         "teacher.mode=cached", f"teacher.store={tmp_path / 'store'}", "loss.alpha=0.5"]
     with pytest.raises(StoreMismatchError, match="dataset: store built on 6 images"):
         Trainer(load_config(None, overrides))
+
+
+def test_bench_gpu_path_on_cuda(tmp_path: Path, data_dir: Path, tiny_weights: Path) -> None:
+    """`distill bench` on a GPU: network timings per batch and dtype, Predictor and decoding on the device."""
+    from distill.bench import parse_models, run_bench
+
+    with fake_cuda():
+        rows = run_bench(parse_models([f"teacher:tiny:{tiny_weights}", "student:step_s"]), data_dir, "val2017",
+                         input_size=64, repeats=1, warmup=0, gpu_batches=(1, 2), overlays=0, device="cuda",
+                         show_progress=False, log=lambda m: None)
+    for row in rows:
+        assert row["gpu_name"] == "FakeCuda"
+        assert all(row[f"gpu_b{b}_{d}_ms"] > 0 for b in (1, 2) for d in ("fp32", "bf16"))
+        assert 0.0 <= row["AP"] <= 1.0
