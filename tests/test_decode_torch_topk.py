@@ -13,13 +13,7 @@ import torch
 
 from distill.codec.decode import DecodeParams, decode, top_k, top_k_torch
 from distill.codec.synthetic_maps import fake_outputs
-
-
-def _same(a, b) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x.people, y.people)
-        np.testing.assert_array_equal(x.scores, y.scores)
+from test_grouping_fast_vs_reference import _same  # same people, same scores, bit for bit
 
 
 @pytest.mark.parametrize("seed", range(6))
