@@ -8,13 +8,13 @@ an error, never a silently different teacher.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill.errors import CheckpointError
+from distill.teacher_cache import sha256_file  # the project's one file hash (also used by teacher stores)
 
 HERE = Path(__file__).resolve().parent
 
@@ -24,14 +24,6 @@ class ShippedTeacher:
     name: str
     weights: Path
     record: dict[str, Any]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def available() -> list[str]:
