@@ -17,6 +17,7 @@ the epoch permutation; rank 0 writes checkpoints, TensorBoard and evaluations.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -174,8 +175,6 @@ class ModelEma:
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1) (or 0 for off), got {decay}")
-        import copy
-
         self.decay = float(decay)
         self.updates = 0
         self.module = copy.deepcopy(model).eval()
