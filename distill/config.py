@@ -29,6 +29,9 @@ class ModelSection:
     # Weight init when training from scratch: 'default' (the builder's), 'kaiming' (Kaiming-normal
     # convs, N(0, 0.001) output layers: what the students use).
     init: str = "default"
+    # Start from these weights instead (fine-tuning; strict load, official .pth or our model.pt). A resumed
+    # run loads its own checkpoint over them.
+    weights: str = ""
 
 
 @dataclass

@@ -232,6 +232,8 @@ class Trainer:
 
         self.model = build_model(cfg.model.kind, cfg.model.name, cfg.model.overrides)
         _initialise(self.model, cfg.model.init)
+        if cfg.model.weights:
+            load_weights(self.model, cfg.model.weights)
         self.model.to(self.device)
         self.num_joints = int(self.model.num_joints)
         self.output_sizes = output_strides(self.model, cfg.data.input_size)

@@ -134,3 +134,18 @@ def test_every_command_shares_one_input_size_rule(command: str, size: str) -> No
     proc = subprocess.run([sys.executable, "-m", "distill.cli", command, "--input-size", size], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--input-size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_model_weights_start_a_fine_tune_from_a_file(tmp_path: Path, data_dir: Path) -> None:
+    from distill.errors import AEDistillError
+    from distill.train import MODEL_FILE, Trainer
+
+    train(load_config(_config(tmp_path, data_dir, "first", max_steps=2)))
+    saved = torch.load(tmp_path / "first" / MODEL_FILE, weights_only=True)["state_dict"]
+    fine = Trainer(load_config(_config(tmp_path, data_dir, "fine"), [f"model.weights={tmp_path / 'first' / MODEL_FILE}"]))
+    got = fine.model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in saved.items())
+    scratch = Trainer(load_config(_config(tmp_path, data_dir, "scratch")))
+    assert not all(torch.equal(scratch.model.state_dict()[k], v) for k, v in saved.items())
+    with pytest.raises(AEDistillError, match="missing.pt"):
+        Trainer(load_config(_config(tmp_path, data_dir, "gone"), [f"model.weights={tmp_path / 'missing.pt'}"]))
