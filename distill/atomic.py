@@ -11,23 +11,36 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from distill.errors import OutputError, os_reason
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it is renamed onto `path`."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {os_reason(exc)}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; results should be readable like any file
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp_path, target)
+        except OSError as exc:  # disk full, target is a folder, ...: the old file (if any) is untouched
+            raise OutputError(f"cannot write {target}: {os_reason(exc)}; the previous file, if any, is kept") from None
+        except RuntimeError as exc:
+            if "PytorchStreamWriter" not in str(exc) and "file write failed" not in str(exc):
+                raise
+            raise OutputError(f"cannot write {target}: writing failed (disk full?); the previous file, if any, "
+                              "is kept") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

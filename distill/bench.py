@@ -47,7 +47,7 @@ from torch import nn
 
 from distill.config import input_size_arg
 from distill.atomic import write_bytes_atomic, write_text_atomic
-from distill.errors import AEDistillError
+from distill.errors import AEDistillError, ensure_writable_dir
 from distill.evaluate import STAT_NAMES
 from distill.model_spec import KINDS, ModelSpec, ModelSpecError, load_model, parse_model_spec
 from distill.progress import progress
@@ -602,6 +602,7 @@ def run(args: argparse.Namespace) -> int:
         raise BenchError("--device cuda but no GPU is available")
     if args.threads:
         torch.set_num_threads(args.threads)
+    ensure_writable_dir(args.out, "--out")  # before the benchmark, not after it (results would be lost)
     t0 = time.perf_counter()
     rows = run_bench(entries, args.data, args.split, input_size=args.input_size, limit=args.limit,
                      repeats=args.repeats, warmup=args.warmup, gpu=not args.no_gpu, gpu_batches=args.gpu_batches,

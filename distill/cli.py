@@ -9,7 +9,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from distill.errors import AEDistillError
+from distill.errors import AEDistillError, user_message
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -41,8 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
-    except AEDistillError as exc:
-        print(f"distill {args.command}: error: {exc}", file=sys.stderr)
+    except (AEDistillError, OSError) as exc:  # the user's input or file system, not a bug: one line
+        print(f"distill {args.command}: error: {user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"distill {args.command}: interrupted", file=sys.stderr)

@@ -46,7 +46,7 @@ from torch import nn
 
 from distill.config import input_size_arg
 from distill.atomic import write_json_atomic, write_text_atomic
-from distill.errors import AEDistillError
+from distill.errors import AEDistillError, ensure_writable_dir
 from distill.geometry import affine_transform
 from distill.inference import OutputLayout
 from distill.keypoints import KeypointSpec
@@ -488,6 +488,7 @@ def run(args: argparse.Namespace) -> int:
         raise CompareTagsError("--fit-images must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
+    ensure_writable_dir(args.out, "--out")
     compare_tags(args.teacher, args.data, args.split, limit=args.limit, input_size=args.input_size,
                  fit_split=args.fit_split, fit_images=args.fit_images, students=args.students, out=args.out,
                  device=args.device, flip=not args.no_flip, batch_size=args.batch_size,

@@ -60,6 +60,9 @@ class DataSection:
     aug_translate: float = 40.0
     aug_flip: float = 0.5
     eval_train_images: int = 0  # also evaluate on the first N train images (under- vs over-fitting; 0 = off)
+    # Unreadable/corrupt training images: False = stop with an error naming the file; True = skip them
+    # (counted and warned about, replaced by the next readable image).
+    skip_bad_images: bool = False
 
 
 @dataclass

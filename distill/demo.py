@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from distill.atomic import write_json_atomic, write_text_atomic
+from distill.errors import ensure_writable_dir
 from distill.config import RunConfig, TeacherSection, load_config
 
 TEACHER = "higherhrnet_w16_synth"
@@ -212,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(out=args.out, device=args.device, teacher_epochs=args.teacher_epochs,
                             student_epochs=args.student_epochs, train_images=args.train_images,
                             val_images=args.val_images, seed=args.seed, train_teacher=args.train_teacher)
+    ensure_writable_dir(settings.out, "--out")
     t0 = time.perf_counter()
     run_demo(settings)
     print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")

@@ -52,7 +52,7 @@ from torch import nn
 
 from distill.config import input_size_arg
 from distill.atomic import atomic_path
-from distill.errors import AEDistillError
+from distill.errors import AEDistillError, ensure_writable_file
 
 __all__ = [
     "ExportError", "ExportReport", "FoldReport", "OnnxModel", "check_image", "compare_people",
@@ -693,6 +693,7 @@ def run(args: argparse.Namespace) -> int:
     width = args.width or size
     if spec.weights is None:
         print(f"warning: {spec}: no checkpoint given, exporting RANDOM weights", file=sys.stderr)
+    ensure_writable_file(args.onnx, "--onnx")
     image, source = (check_image(args.check_image) if args.check else (None, None))
     report = export_onnx(
         model, args.onnx, height=height, width=width, dynamic=args.dynamic, opset=args.opset, fold=args.fold,

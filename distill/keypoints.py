@@ -85,5 +85,27 @@ class KeypointSpec:
                 f"{source}: category {category.get('id')!r} ({category.get('name')!r}) has no 'keypoints' list "
                 "of joint names; a COCO keypoint category is expected"
             )
-        skeleton = tuple(tuple(int(v) for v in edge) for edge in category.get("skeleton", []))
-        return cls(tuple(names), skeleton)  # type: ignore[arg-type]
+        where = f"{source}: category {category.get('id')!r} ({category.get('name')!r})"
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise DataError(f"{where}: joint name(s) {repeated} appear more than once in 'keypoints'")
+        lowered = {n.lower() for n in names}
+        unpaired = [n for n in names if _mirror_name(n.lower()) != n.lower() and _mirror_name(n.lower()) not in lowered]
+        if unpaired:  # the flip permutation would leave these joints on themselves: flip augmentation would train wrong labels
+            raise DataError(f"{where}: joint(s) {unpaired} name a side but their mirror "
+                            f"{[_mirror_name(n.lower()) for n in unpaired]} is not in 'keypoints' (needed for flipping)")
+        return cls(tuple(names), _skeleton(category.get("skeleton", []), len(names), where))  # type: ignore[arg-type]
+
+
+def _skeleton(edges: Any, num_joints: int, where: str) -> tuple[tuple[int, int], ...]:
+    """COCO skeleton edges (1-based joint ids), each checked to name two joints of this category."""
+    if not isinstance(edges, list):
+        raise DataError(f"{where}: 'skeleton' is a {type(edges).__name__}, expected a list of [a, b] joint ids")
+    out = []
+    for k, edge in enumerate(edges):
+        ok = (isinstance(edge, (list, tuple)) and len(edge) == 2
+              and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= num_joints for v in edge))
+        if not ok:
+            raise DataError(f"{where}: skeleton[{k}] = {edge!r}: expected two joint ids in 1..{num_joints} (1-based)")
+        out.append((int(edge[0]), int(edge[1])))
+    return tuple(out)

@@ -66,7 +66,7 @@ import torch
 import distill
 from distill.amp import amp_dtype, autocast
 from distill.atomic import atomic_path, write_json_atomic
-from distill.errors import AEDistillError
+from distill.errors import AEDistillError, ensure_writable_dir
 from distill.geometry import inference_resize, resize_for_test
 from distill.progress import progress
 
@@ -359,7 +359,7 @@ class StoreWriter:
             if self.root.exists() and any(p.name != LOCK_NAME for p in self.root.iterdir()):
                 raise StoreError(f"{self.root}: exists, is not empty and has no {HEADER_NAME}: not a teacher store; "
                                  "choose an empty or new folder")
-            self.root.mkdir(parents=True, exist_ok=True)
+            ensure_writable_dir(self.root, "teacher store")
         self._lock()
         try:
             self._open_header(hpath)

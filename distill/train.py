@@ -36,7 +36,7 @@ from distill.amp import AmpError, amp_dtype, autocast, module_device
 from distill.atomic import atomic_path, write_json_atomic
 from distill.config import ConfigError, RunConfig, load_config, validate
 from distill.data.coco import CocoKeypointDataset
-from distill.errors import TrainingDiverged
+from distill.errors import TrainingDiverged, ensure_writable_dir
 from distill.data.transforms import AugmentConfig
 from distill.losses import DistillLoss, LossConfig
 from distill.progress import progress
@@ -222,6 +222,8 @@ class Trainer:
         self.cfg = validate(cfg, "run config")
         self.out = Path(cfg.train.out)
         self.rank, self.world, self.local_rank = _dist_env()
+        if self.rank == 0:  # before any work: a run that cannot save is not started
+            ensure_writable_dir(self.out, "train.out")
         self.distributed = self.world > 1
         self.device = _pick_device(cfg.train.device, self.local_rank)
         if self.distributed and not dist.is_initialized():
@@ -245,7 +247,7 @@ class Trainer:
         self.dataset = CocoKeypointDataset(
             cfg.data.root, cfg.data.train_split, input_size=cfg.data.input_size, output_sizes=self.output_sizes,
             target_config=TargetConfig(max_people=cfg.data.max_people), seed=cfg.train.seed,
-            augment_config=augment_config(cfg),
+            augment_config=augment_config(cfg), skip_bad_images=cfg.data.skip_bad_images,
         )
         if self.dataset.num_joints != self.num_joints:
             raise ConfigError(f"{self.dataset.annotation_file}: {self.dataset.num_joints} joints, but model "
@@ -285,7 +287,6 @@ class Trainer:
             self._load_checkpoint(self.out / CHECKPOINT)
         self.writer = None
         if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.out / "config.json", cfg.to_dict(), indent=2)
             if cfg.train.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from distill.config import input_size_arg
-from distill.errors import DataError
+from distill.errors import DataError, ensure_writable_dir
 from distill.keypoints import KeypointSpec
 
 __all__ = [
@@ -348,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{spec} predicts {joints} joints but the keypoint definition has {kp.num_joints}; "
                         "pass --keypoints with the dataset's annotation file")
     predictor = Predictor(model, kp, input_size=args.input_size, flip=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(args.out, "--out")
     used: set[str] = set()
     failed = 0
     for path in progress(images, desc="visualize", unit="img"):

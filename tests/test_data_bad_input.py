@@ -235,3 +235,67 @@ def test_skip_bad_images_counts(tmp_path):
     # Without skipping, the same dataset raises.
     with pytest.raises(ImageReadError):
         small(tmp_path)[3]
+
+
+def _edit(tmp_path, change) -> None:
+    data = make_dataset(tmp_path)
+    change(data)
+    write_json(tmp_path, data)
+
+
+def _set_joint(ann, j, x, y, v):
+    ann["keypoints"][3 * j: 3 * j + 3] = [x, y, v]
+
+
+@pytest.mark.parametrize("v", [5, -1, 0.5, 3])
+def test_visibility_outside_0_1_2(tmp_path, v):
+    _edit(tmp_path, lambda d: _set_joint(d["annotations"][0], 0, 10, 10, v))
+    with pytest.raises(DataError, match=r"annotation id 100: joint 0 has visibility .*expected 0 \(not labelled\)"):
+        small(tmp_path)
+
+
+@pytest.mark.parametrize("nk", [0, 4, 17])
+def test_num_keypoints_disagreeing_with_the_labels(tmp_path, nk):
+    _edit(tmp_path, lambda d: d["annotations"][1].update(num_keypoints=nk))
+    with pytest.raises(DataError, match=f"annotation id 101: 'num_keypoints' is {nk} but 5 joints are labelled"):
+        small(tmp_path)
+
+
+@pytest.mark.parametrize("x,y", [(-100, 10), (1e30, 10), (10, 200), (10, -49)])
+def test_joint_far_outside_its_image(tmp_path, x, y):
+    def change(d):
+        a = d["annotations"][2]
+        j = next(k for k in range(K) if a["keypoints"][3 * k + 2] > 0)
+        _set_joint(a, j, x, y, 2)
+    _edit(tmp_path, change)
+    with pytest.raises(DataError, match="annotation id 102: joint .* is far outside its 64x48 image"):
+        small(tmp_path)
+
+
+def test_joint_just_outside_its_image_is_counted_not_refused(tmp_path):
+    def change(d):
+        a = d["annotations"][0]
+        j = next(k for k in range(K) if a["keypoints"][3 * k + 2] > 0)
+        _set_joint(a, j, -3, 10, 1)
+    _edit(tmp_path, change)
+    with pytest.warns(UserWarning, match="1 labelled joint\\(s\\) in 1 annotation\\(s\\) lie outside their image"):
+        assert len(small(tmp_path)) == 3
+
+
+def test_repeated_joint_name(tmp_path):
+    _edit(tmp_path, lambda d: d["categories"][0]["keypoints"].__setitem__(2, "left_eye"))
+    with pytest.raises(DataError, match=r"joint name\(s\) \['left_eye'\] appear more than once"):
+        small(tmp_path)
+
+
+def test_flip_pair_naming_a_missing_joint(tmp_path):
+    _edit(tmp_path, lambda d: d["categories"][0]["keypoints"].__setitem__(10, "right_wristt"))
+    with pytest.raises(DataError, match=r"\['left_wrist', 'right_wristt'\] name a side but their mirror"):
+        small(tmp_path)
+
+
+@pytest.mark.parametrize("edge", [[0, 1], [1, 18], [1], ["a", 2], [1.5, 2]])
+def test_skeleton_edge_naming_no_joint(tmp_path, edge):
+    _edit(tmp_path, lambda d: d["categories"][0]["skeleton"].append(edge))
+    with pytest.raises(DataError, match=r"skeleton\[19\] = .*expected two joint ids in 1..17"):
+        small(tmp_path)

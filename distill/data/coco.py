@@ -190,7 +190,7 @@ def validate_coco_keypoints(data: Any, source: str, category: int | str | None =
             )
         else:
             kp_rows.append(kps)
-            kp_ann.append(aid)
+            kp_ann.append((aid, ann["image_id"], nk))
         if iscrowd or nk == 0 or (nk is None and kps is not None and not any(kps[2::3])):
             seg = ann.get("segmentation")
             if not isinstance(seg, (list, dict)):
@@ -210,8 +210,45 @@ def validate_coco_keypoints(data: Any, source: str, category: int | str | None =
                 except (TypeError, ValueError):
                     ok = False
                 if not ok:
-                    raise DataError(f"{source}: annotation id {aid}: 'keypoints' must be finite numbers")
+                    raise DataError(f"{source}: annotation id {aid[0]}: 'keypoints' must be finite numbers")
+        sizes = {img["id"]: (img["width"], img["height"]) for img in data["images"]}
+        _check_keypoint_values(arr.reshape(len(kp_rows), spec.num_joints, 3), kp_ann, sizes, source)
     return cat
+
+
+class OutOfImageJointsWarning(UserWarning):
+    """Labelled joints outside their image: allowed (COCO has a few), counted, dropped from the targets."""
+
+
+def _check_keypoint_values(kps: np.ndarray, anns: list[tuple[Any, Any, Any]], sizes: dict[Any, tuple[int, int]],
+                           source: str) -> None:
+    """v in {0, 1, 2}; `num_keypoints` = number of joints with v > 0; labelled joints within one image size
+    of their image (beyond that the annotation is broken, not a joint just outside the frame)."""
+    v = kps[..., 2]
+    bad_v = ~np.isin(v, (0, 1, 2))
+    for row in np.flatnonzero(bad_v.any(1)):
+        j = int(np.flatnonzero(bad_v[row])[0])
+        raise DataError(f"{source}: annotation id {anns[row][0]}: joint {j} has visibility {v[row, j]:g}, "
+                        "expected 0 (not labelled), 1 (occluded) or 2 (visible)")
+    labelled = v > 0
+    counts = labelled.sum(1)
+    for row, (aid, _, nk) in enumerate(anns):
+        if nk is not None and nk != counts[row]:
+            raise DataError(f"{source}: annotation id {aid}: 'num_keypoints' is {nk} but {counts[row]} joints are "
+                            "labelled (v > 0); the two must agree")
+    wh = np.array([sizes[iid] for _, iid, _ in anns], dtype=np.float64)[:, None, :]  # (N, 1, 2)
+    xy = kps[..., :2]
+    far = labelled & ((xy < -wh) | (xy > 2 * wh)).any(-1)
+    for row in np.flatnonzero(far.any(1)):
+        j = int(np.flatnonzero(far[row])[0])
+        w, h = sizes[anns[row][1]]
+        raise DataError(f"{source}: annotation id {anns[row][0]}: joint {j} at ({xy[row, j, 0]:g}, {xy[row, j, 1]:g}) "
+                        f"is far outside its {w}x{h} image (more than one image size away)")
+    outside = labelled & ((xy < 0) | (xy >= wh)).any(-1)
+    if outside.any():
+        warnings.warn(OutOfImageJointsWarning(
+            f"{source}: {int(outside.sum())} labelled joint(s) in {int(outside.any(1).sum())} annotation(s) lie "
+            "outside their image (allowed; they get no heatmap peak)"), stacklevel=3)
 
 
 def _segmentation_sum(seg: Any, h: int, w: int, where: str) -> np.ndarray:
