@@ -544,8 +544,15 @@ class TeacherStore:
         """Bytes of all shard files (maps and per-image records)."""
         return sum(f["bytes"] for s in self.index["shards"].values() for f in _shard_files(s))
 
-    def verify(self, checksum: bool = True) -> None:
-        """Raise `StoreError` naming the first bad file: wrong size (truncated) or, with checksum, wrong sha256."""
+    def verify(self, checksum: bool = True, finite: bool = False) -> None:
+        """Raise `StoreError` naming the first bad file: wrong size (truncated) or, with checksum, wrong sha256;
+        with `finite`, also read every image's maps and name the first holding NaN/inf."""
+        self._verify_files(checksum)
+        if finite:
+            for image_id in self.ids:
+                self.maps(image_id, check_finite=True)
+
+    def _verify_files(self, checksum: bool) -> None:
         for key in sorted(self.index["shards"], key=int):
             for f in _shard_files(self.index["shards"][key]):
                 msg = _check_file_size(self.root, f)
@@ -603,13 +610,22 @@ class TeacherStore:
             self._arrays[(shard, k)] = arr
         return arr
 
-    def maps(self, image_id: Any) -> list[np.ndarray]:
-        """The teacher outputs of an image at the canonical frame: float16 (C, H, W) read-only views."""
+    def maps(self, image_id: Any, check_finite: bool = False) -> list[np.ndarray]:
+        """The teacher outputs of an image at the canonical frame: float16 (C, H, W) read-only views.
+
+        `check_finite` (cheap: one pass over the image's maps; training uses it) raises `StoreError` naming the
+        shard file and image when a value is NaN/inf, instead of letting it reach the loss."""
         e = self.entry(image_id)
         out = []
         for k, (off, shape) in enumerate(zip(e["offsets"], e["shapes"])):
             n = int(np.prod(shape))
-            out.append(self._array(e["shard"], k)[off:off + n].reshape(shape))
+            view = self._array(e["shard"], k)[off:off + n].reshape(shape)
+            if check_finite and not np.isfinite(view).all():
+                name = self.index["shards"][str(e["shard"])]["files"][k]["name"]
+                raise StoreError(f"{self.root / name}: image id {image_id} ({e.get('file_name', '?')}) holds "
+                                 f"{int((~np.isfinite(view)).sum())} NaN/inf value(s) in teacher output {k}; the store "
+                                 "is damaged or the teacher diverged: rebuild it with `distill cache-teacher`")
+            out.append(view)
         return out
 
     def check_matches(self, teacher: Any = None, weights_path: str | os.PathLike[str] | None = None,

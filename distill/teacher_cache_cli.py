@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all-images", action="store_true",
                         help="also cache images without person annotations (the training dataset drops them by default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verify", action="store_true",
+                        help="afterwards, read the whole store back: every file's sha256 and every map finite")
 
 
 def _log(msg: str) -> None:
@@ -82,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"computed {summary.images_computed} images in {summary.seconds:.1f} s "
               f"({summary.images_per_second:.2f} images/s; teacher forward {summary.forward_seconds:.1f} s) "
               f"teacher {cfg.name or args.teacher}, input {input_size}, device {device}, amp {args.amp or 'off'}")
+    if args.verify:
+        from distill.teacher_cache import TeacherStore
+
+        TeacherStore(args.out, verify="none").verify(checksum=True, finite=True)
+        print(f"verified {args.out}: every shard matches its sha256, every map is finite")
     if args.random_init:
         _log(f"note: {RANDOM_INIT_NOTE}")
     return 0

@@ -219,7 +219,7 @@ class CachedTeacher:
     def sample_targets(self, image_id: Any, affines: Sequence[np.ndarray], flip: bool, output_sizes: Sequence[int],
                        input_size: int | None = None, with_valid: bool = False) -> Any:
         """Per teacher output k: (C_k, R_k, R_k) float32 maps for one augmented sample (and the valid masks)."""
-        maps = self.store.maps(image_id)
+        maps = self.store.maps(image_id, check_finite=True)
         frame = self.store.frame(image_id)
         geo = self.output_geometry(affines, output_sizes, input_size)
         out = [warp_cached_maps(m, frame, a, r, bool(flip), p) for m, (r, a), p in zip(maps, geo, self.perms)]

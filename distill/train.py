@@ -36,7 +36,7 @@ from distill.amp import AmpError, amp_dtype, autocast, module_device
 from distill.atomic import atomic_path, write_json_atomic
 from distill.config import ConfigError, RunConfig, load_config, validate
 from distill.data.coco import CocoKeypointDataset
-from distill.errors import TrainingDiverged, ensure_writable_dir
+from distill.errors import CheckpointError, TrainingDiverged, ensure_writable_dir
 from distill.data.transforms import AugmentConfig
 from distill.losses import DistillLoss, LossConfig
 from distill.progress import progress
@@ -351,10 +351,25 @@ class Trainer:
             torch.save(self._state(), tmp)
 
     def _load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # truncated, not a torch file, or a pickle with code: never run it
+            first = (str(exc).splitlines() or ["empty file"])[0][:200]
+            raise CheckpointError(f"{path}: cannot be read as a training checkpoint ({type(exc).__name__}: "
+                                  f"{first}); remove it or pass --no-resume") from None
+        if not isinstance(state, dict) or not {"model", "optimizer", "config", "global_step"} <= set(state):
+            raise CheckpointError(f"{path}: not a training checkpoint of this project (expected a dict with model, "
+                                  "optimizer, config, global_step); remove it or pass --no-resume")
         if state.get("config", {}).get("model") != self.cfg.to_dict()["model"]:
             raise ConfigError(f"{path} was written for model {state.get('config', {}).get('model')}, "
                               f"not {self.cfg.to_dict()['model']}; use another train.out or remove it")
+        changed = resume_conflicts(state["config"], self.cfg.to_dict())
+        if changed:
+            listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ConfigError(
+                f"{path}: resuming would silently keep the checkpoint's settings, but the config changed ({listed}). "
+                "Resume with the original values, start over with --no-resume, or start a new run from these "
+                f"weights with --set model.weights={self.out / MODEL_FILE} and another train.out")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -521,6 +536,34 @@ class Trainer:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+# Keys that say how a run is executed or watched, not what it trains: free to change on resume.
+RESUME_FREE_KEYS = frozenset({
+    "train.out", "train.max_steps", "train.max_minutes", "train.eval_every", "train.ckpt_every", "train.log_every",
+    "train.threads", "train.device", "train.tensorboard", "train.channels_last", "data.workers", "data.eval_images",
+    "data.eval_train_images", "data.skip_bad_images", "data.val_split", "teacher.store",
+})
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "overrides":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Settings that differ between a checkpoint's config and the one resuming it (and that matter).
+
+    Resuming restores the optimiser, schedule, data order and step counters of the checkpoint, so a changed
+    lr, batch size, epoch count, loss or dataset would be recorded in config.json but not be what ran."""
+    a, b = _flatten(saved), _flatten(current)
+    keys = sorted((set(a) | set(b)) - RESUME_FREE_KEYS)
+    return {k: (a.get(k), b.get(k)) for k in keys if k in a and a.get(k) != b.get(k)}
+
+
 def _initialise(model: nn.Module, scheme: str) -> None:
     """Re-initialise a freshly built model (a resumed run then loads its checkpoint over it)."""
     if scheme == "default":

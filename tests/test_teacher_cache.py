@@ -426,3 +426,26 @@ def test_cached_teacher_gives_all_teacher_outputs_for_a_single_head_dataset(stor
             np.testing.assert_allclose(x, y, atol=1e-3 * max(1.0, float(np.abs(x).max())))
     batch = next(iter(torch.utils.data.DataLoader(AugMetaDataset(quarter), batch_size=2)))
     assert [tuple(t.shape) for t in cached.targets_for(batch)] == [(2, 34, 16, 16), (2, 17, 32, 32)]
+
+
+def test_nan_written_into_a_store_later_is_named_when_read(store_dir: Path, data_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nan_later"
+    shutil.copytree(store_dir, out)
+    store = TeacherStore(out)
+    image_id = store.ids[4]
+    e = store.entry(image_id)
+    path = out / store.index["shards"][str(e["shard"])]["files"][1]["name"]
+    arr = np.load(path, mmap_mode="r+")
+    arr[e["offsets"][1] + 11] = np.inf  # same size: only a checksum or a finite check can see it
+    arr.flush()
+    del arr
+    store = TeacherStore(out)  # the cheap size check passes
+    assert store.maps(image_id)[1].shape == tuple(e["shapes"][1])
+    with pytest.raises(StoreError, match=rf"{path.name}: image id {image_id} .* holds 1 NaN/inf value\(s\) in teacher output 1"):
+        store.maps(image_id, check_finite=True)
+    with pytest.raises(StoreError, match=f"image id {image_id}"):
+        store.verify(checksum=False, finite=True)
+    ds = _dataset(data_root)
+    s = ds.make_sample([str(i) for i in ds.ids].index(image_id), AugmentParams.identity())
+    with pytest.raises(StoreError, match="NaN/inf"):  # training reads through the finite check
+        CachedTeacher(out, expect_teacher="tiny", expect_input_size=INPUT).targets_for_sample(s)

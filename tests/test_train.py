@@ -149,3 +149,36 @@ def test_model_weights_start_a_fine_tune_from_a_file(tmp_path: Path, data_dir: P
     assert not all(torch.equal(scratch.model.state_dict()[k], v) for k, v in saved.items())
     with pytest.raises(AEDistillError, match="missing.pt"):
         Trainer(load_config(_config(tmp_path, data_dir, "gone"), [f"model.weights={tmp_path / 'missing.pt'}"]))
+
+
+@pytest.mark.parametrize("change", ["optim.lr=5e-4", "optim.batch_size=4", "optim.epochs=5", "loss.push_factor=0.1",
+                                    "data.input_size=128", "train.seed=3", "data.aug_flip=0.0"])
+def test_resume_refuses_a_changed_setting_and_names_it(tmp_path: Path, data_dir: Path, change: str) -> None:
+    path = _config(tmp_path, data_dir, "changed", max_steps=1)
+    train(load_config(path))
+    key = change.split("=")[0]
+    with pytest.raises(ConfigError, match=f"config changed \\({key}: .* -> .*\\).*model.weights="):
+        train(load_config(path, [change, "train.max_steps=2"]))
+    assert len(_losses(tmp_path / "changed")) == 1  # nothing ran
+    assert train(load_config(path, ["train.max_steps=2", "train.eval_every=1", "data.workers=1"]))["steps"] == 2
+
+
+@pytest.mark.parametrize("content", [b"", b"not a torch file", b"PK\x03\x04truncated"])
+def test_unreadable_checkpoint_on_resume_is_named(tmp_path: Path, data_dir: Path, content: bytes) -> None:
+    from distill.errors import CheckpointError
+
+    path = _config(tmp_path, data_dir, "broken", max_steps=1)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / CHECKPOINT).write_bytes(content)
+    with pytest.raises(CheckpointError, match="last.pt: cannot be read as a training checkpoint"):
+        train(load_config(path))
+
+
+def test_non_checkpoint_tensor_file_on_resume_is_named(tmp_path: Path, data_dir: Path) -> None:
+    from distill.errors import CheckpointError
+
+    path = _config(tmp_path, data_dir, "tensor", max_steps=1)
+    (tmp_path / "tensor").mkdir()
+    torch.save(torch.zeros(3), tmp_path / "tensor" / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="not a training checkpoint of this project"):
+        train(load_config(path))
