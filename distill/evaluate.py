@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from distill.atomic import write_json_atomic
+from distill.errors import DataError
 from distill.geometry import InferenceResize
 from distill.keypoints import COCO_KEYPOINT_NAMES, COCO_OKS_SIGMAS
 
@@ -73,10 +74,12 @@ def coco_keypoint_eval(
     results = list(results)
     if results_file is not None:
         write_json_atomic(results_file, results)
-    if not results:
-        return {name: 0.0 for name in STAT_NAMES}
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(ann_file))
+    require_scorable(gt.dataset, str(ann_file), image_ids)
+    if not results:  # people to find and none found: AP 0 is the truth
+        return {name: 0.0 for name in STAT_NAMES}
+    with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, "keypoints")
         if image_ids is not None:
@@ -88,6 +91,27 @@ def coco_keypoint_eval(
         ev.accumulate()
         ev.summarize()
     return {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
+
+
+class NothingToScore(DataError):
+    """The evaluated images hold no person with keypoints: any AP would be a made-up number."""
+
+
+def scorable_people(dataset: dict[str, Any], image_ids: Sequence[Any] | None = None) -> tuple[int, int]:
+    """(images, non-crowd people with num_keypoints > 0 among them): what COCOeval('keypoints') can score."""
+    ids = {img["id"] for img in dataset.get("images", [])}
+    if image_ids is not None:
+        ids &= set(image_ids)
+    people = sum(1 for a in dataset.get("annotations", []) if a.get("image_id") in ids and not a.get("iscrowd", 0)
+                 and a.get("num_keypoints", 0) > 0)
+    return len(ids), people
+
+
+def require_scorable(dataset: dict[str, Any], source: str, image_ids: Sequence[Any] | None = None) -> None:
+    images, people = scorable_people(dataset, image_ids)
+    if people == 0:
+        raise NothingToScore(f"{source}: nothing to score: {images} image(s) selected, 0 non-crowd people with "
+                             "keypoints among them (AP would be meaningless); choose a split with annotated people")
 
 
 def _category_keypoints(gt: Any) -> list[str] | None:

@@ -252,6 +252,8 @@ class Trainer:
         if self.dataset.num_joints != self.num_joints:
             raise ConfigError(f"{self.dataset.annotation_file}: {self.dataset.num_joints} joints, but model "
                               f"{cfg.model.name} predicts {self.num_joints}")
+        if cfg.train.eval_every and self.rank == 0:  # an empty val split would "score" AP 0 after the whole run
+            self._check_val_split()
         self.teacher, cached = self._build_teacher()
         self.train_set = AugMetaDataset(self.dataset, cached)
         self.sampler = EpochSampler(len(self.dataset), cfg.optim.batch_size, cfg.train.seed, self.rank, self.world)
@@ -491,6 +493,15 @@ class Trainer:
         dist.all_gather(gathered, checksum)
         if any(not torch.equal(g, gathered[0]) for g in gathered):
             raise RuntimeError(f"DDP replicas diverged: parameter checksums {[g.item() for g in gathered]}")
+
+    def _check_val_split(self) -> None:
+        from distill.data.coco import _read_json, annotation_path, validate_coco_keypoints
+        from distill.evaluate import require_scorable
+
+        path = annotation_path(self.cfg.data.root, self.cfg.data.val_split)
+        data = _read_json(path)
+        validate_coco_keypoints(data, str(path))
+        require_scorable(data, f"{path} (data.val_split; set train.eval_every=0 to train without evaluation)")
 
     def evaluate(self) -> dict[str, float]:
         """COCO AP on the val split through the shared test-time path (rank 0 only)."""

@@ -82,3 +82,23 @@ def test_codec_round_trip_recovers_people() -> None:
         p = int(round(person[0, 3] / 2)) - 1
         err = np.abs(person[:, :2] - (joints[p, :, :2].astype(int) + 0.5)).max()
         assert err <= 0.75, err
+
+
+def test_a_split_with_nobody_to_score_is_refused_not_scored_zero(tmp_path) -> None:
+    import json
+
+    from distill.evaluate import NothingToScore, coco_keypoint_eval
+
+    cat = {"id": 1, "name": "person", "keypoints": ["nose"], "skeleton": []}
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "annotations": [], "categories": [cat]}))
+    with pytest.raises(NothingToScore, match="nothing to score: 0 image"):
+        coco_keypoint_eval(empty, [])
+    crowd_only = tmp_path / "crowd.json"
+    crowd_only.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 1, "num_keypoints": 0, "area": 4,
+                         "bbox": [0, 0, 2, 2], "segmentation": [[0, 0, 2, 0, 2, 2]], "keypoints": [0, 0, 0]}],
+        "categories": [cat]}))
+    with pytest.raises(NothingToScore, match="1 image\\(s\\) selected, 0 non-crowd people"):
+        coco_keypoint_eval(crowd_only, [{"image_id": 1, "category_id": 1, "keypoints": [1, 1, 1], "score": 1.0}])

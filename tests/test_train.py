@@ -182,3 +182,15 @@ def test_non_checkpoint_tensor_file_on_resume_is_named(tmp_path: Path, data_dir:
     torch.save(torch.zeros(3), tmp_path / "tensor" / CHECKPOINT)
     with pytest.raises(CheckpointError, match="not a training checkpoint of this project"):
         train(load_config(path))
+
+
+def test_training_with_evaluation_on_an_empty_val_split_is_refused_before_work(tmp_path: Path,
+                                                                                make_synthetic_dataset) -> None:
+    from distill.evaluate import NothingToScore
+
+    data = make_synthetic_dataset(seed=6, num_train=2, num_val=0, image_size=96)
+    path = _config(tmp_path, data, "noval", max_steps=1, eval_every=1)
+    with pytest.raises(NothingToScore, match="val2017.json .*train.eval_every=0.*nothing to score"):
+        train(load_config(path))
+    assert not (tmp_path / "noval" / CHECKPOINT).exists()
+    assert train(load_config(path, ["train.eval_every=0"]))["steps"] == 1
