@@ -8,6 +8,8 @@ Stages (each resumable; rerunning continues an interrupted training):
  1. the training data: `distill synth` seed 0 (the split sizes come from the config's data section);
  2. a held-out test split generated with another seed (--test-seed, default 7) that no recipe was tuned on;
  3. `distill train CONFIG` (default configs/train/synth_teacher_pretrain.yaml);
+ 3b. stage 2, `distill train FINETUNE` (default configs/train/synth_teacher_finetune.yaml): a second cosine
+    cycle from stage 1's EMA weights (`model.weights`), skipped with --no-finetune;
  4. the final weights rounded to float16, evaluated (flip test, official decoding) on the seed-0 val split
     and on the held-out split, then written to teachers/pretrained/NAME.pt with NAME.json beside it:
     config, command, sha256, scores, wall time, versions.
@@ -30,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from distill.atomic import atomic_path, write_json_atomic  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "configs" / "train" / "synth_teacher_pretrain.yaml"
+DEFAULT_FINETUNE = REPO / "configs" / "train" / "synth_teacher_finetune.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-images", type=int, default=2000)
     p.add_argument("--test-seed", type=int, default=7, help="seed of the held-out split (never tuned on)")
     p.add_argument("--test-images", type=int, default=200)
+    p.add_argument("--finetune", type=Path, default=DEFAULT_FINETUNE, help="stage-2 config")
+    p.add_argument("--no-finetune", action="store_true", help="ship stage 1 as it is")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--dest", type=Path, default=REPO / "teachers" / "pretrained")
@@ -58,11 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     ensure_dataset(test, seed=args.test_seed, num_train=1, num_val=args.test_images, image_size=256)
     cfg = load_config(args.config, [f"data.root={data}", f"train.out={args.root / 'teacher'}",
                                     f"train.device={args.device}", *args.overrides])
+    stages = [cfg]
+    if not args.no_finetune:
+        stages.append(load_config(args.finetune, [
+            f"data.root={data}", f"train.out={args.root / 'teacher_ft'}", f"train.device={args.device}",
+            f"model.weights={Path(cfg.train.out) / MODEL_FILE}", *args.overrides]))
     t0 = time.perf_counter()
     if not args.eval_only:
-        train(cfg)
+        for stage in stages:
+            train(stage)
     wall = time.perf_counter() - t0
-    summary = json.loads((Path(cfg.train.out) / "train_summary.json").read_text())
+    summaries = [json.loads((Path(s.train.out) / "train_summary.json").read_text()) for s in stages]
+    cfg = stages[-1]
 
     name = cfg.model.name
     trained = torch.load(Path(cfg.train.out) / MODEL_FILE, map_location="cpu", weights_only=True)
@@ -82,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} (float16) on {label}: AP {stats['AP']:.3f} AP50 {stats['AP50']:.3f} AR {stats['AR']:.3f}")
     record = {
         "name": name, "file": weights.name, "sha256": sha256_file(weights), "dtype": "float16",
-        "command": "python scripts/pretrain_synth_teacher.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "config": cfg.to_dict(), "train_images": args.train_images,
+        # the command that reproduces the file (--eval-only only re-scored runs that command trains)
+        "command": " ".join(["python scripts/pretrain_synth_teacher.py"] + [
+            shlex.quote(a) for a in (argv or sys.argv[1:]) if a != "--eval-only"]),
+        "config": cfg.to_dict(), "stage_configs": [s.to_dict() for s in stages], "train_images": args.train_images,
         "scores": scores, "headline": {"AP": scores[f"test_seed{args.test_seed}"]["AP"],
                                        "split": f"synthetic val2017, seed {args.test_seed}, {args.test_images} images, "
                                                 "flip test, official decoding"},
-        "train_steps": summary["steps"], "train_seconds": summary["train_seconds"], "script_seconds": wall,
+        "train_steps": sum(s["steps"] for s in summaries), "stage_steps": [s["steps"] for s in summaries],
+        "train_seconds": sum(s["train_seconds"] for s in summaries), "script_seconds": wall,
         "torch": torch.__version__, "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"),
     }
     write_json_atomic(args.dest / f"{name}.json", record, indent=2)
