@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,6 +37,7 @@ from torch import nn
 
 from distill.amp import amp_dtype, autocast, module_device
 from distill.codec import AECodec
+from distill.data.images import read_image_file
 from distill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from distill.evaluate import coco_keypoint_eval, people_to_results
 from distill.geometry import InferenceResize, inference_resize, resize_for_test
@@ -51,11 +51,9 @@ TIMING_KEYS = ("preprocess", "network", "aggregate", "decode")
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """(h, w, 3) uint8 RGB, read as the official code does (IMREAD_COLOR | IMREAD_IGNORE_ORIENTATION)."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if img is None:
-        raise FileNotFoundError(f"{path}: missing or not a readable image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """(h, w, 3) uint8 RGB, read as the official code does (IMREAD_COLOR | IMREAD_IGNORE_ORIENTATION); truncated
+    or corrupt JPEGs raise `ImageReadError` (see distill.data.images) instead of decoding into grey rows."""
+    return read_image_file(path)
 
 
 def infer_layout(model: nn.Module, num_joints: int, outputs: Sequence[torch.Tensor] | None = None) -> OutputLayout | None:

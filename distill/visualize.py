@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from distill.config import input_size_arg
+from distill.data.images import ImageReadError
 from distill.errors import DataError, ensure_writable_dir
 from distill.keypoints import KeypointSpec
 
@@ -350,13 +351,13 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor(model, kp, input_size=args.input_size, flip=True)
     ensure_writable_dir(args.out, "--out")
     used: set[str] = set()
-    failed = 0
+    failed: list[str] = []
     for path in progress(images, desc="visualize", unit="img"):
         try:
             image = read_image(path)
-        except FileNotFoundError as exc:
-            print(f"skipped {path}: {exc}", file=sys.stderr)
-            failed += 1
+        except ImageReadError as exc:
+            print(f"skipped: {exc}", file=sys.stderr)
+            failed.append(str(exc))
             continue
         pred = predictor.predict(image, return_maps=args.panels)
         canvas = visualize_image(image, pred, kp, score_thr=args.score_thr, min_joint_value=args.min_joint_value,
@@ -370,4 +371,7 @@ def run(args: argparse.Namespace) -> int:
         write_bytes_atomic(target, data.tobytes())
         shown = int((pred.scores >= args.score_thr).sum())
         print(f"{path} -> {target} ({shown} people with score >= {args.score_thr:g}, {len(pred.people)} decoded)")
-    return 1 if failed else 0
+    if failed:  # the readable images are drawn; the run still must not look like a success
+        raise ImageReadError(f"{len(failed)} of {len(images)} image(s) could not be read and were skipped "
+                             f"(first: {failed[0]})")
+    return 0

@@ -299,3 +299,29 @@ def test_skeleton_edge_naming_no_joint(tmp_path, edge):
     _edit(tmp_path, lambda d: d["categories"][0]["skeleton"].append(edge))
     with pytest.raises(DataError, match=r"skeleton\[19\] = .*expected two joint ids in 1..17"):
         small(tmp_path)
+
+
+def test_corrupt_bytes_inside_a_jpeg_are_an_error_not_a_garbled_picture(tmp_path):
+    make_dataset(tmp_path)
+    jpg = tmp_path / "train2017" / "000000000002.jpg"
+    raw = bytearray(jpg.read_bytes())
+    for k in range(len(raw) // 3, len(raw) // 3 + 200):
+        raw[k] = 0xFF if k % 2 else 0x00
+    jpg.write_bytes(bytes(raw))
+    assert cv2.imread(str(jpg)) is not None  # OpenCV alone "decodes" it, with a libjpeg warning only
+    with pytest.raises(ImageReadError, match=r"000000000002.jpg \(image id 2\) is a corrupt JPEG \(libjpeg: "):
+        small(tmp_path).load_image(1)
+
+
+def test_predict_reads_images_with_the_same_checks(tmp_path):
+    from distill.predict import read_image
+
+    make_dataset(tmp_path)
+    jpg = tmp_path / "train2017" / "000000000001.jpg"
+    np.testing.assert_array_equal(read_image(jpg), cv2.cvtColor(cv2.imread(str(jpg)), cv2.COLOR_BGR2RGB))
+    data = jpg.read_bytes()
+    jpg.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ImageReadError, match="truncated JPEG"):
+        read_image(jpg)
+    with pytest.raises(ImageReadError, match="does not exist"):
+        read_image(tmp_path / "nope.jpg")

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
@@ -55,14 +54,11 @@ from distill.data.transforms import (
     sample_augment_params,
     to_normalized_tensor,
 )
+from distill.data.images import ImageReadError, read_image_file  # noqa: F401 (ImageReadError re-exported)
 from distill.errors import DataError
 from distill.keypoints import KeypointSpec
 
 _REQUIRED_TOP_KEYS = ("images", "annotations", "categories")
-
-
-class ImageReadError(DataError):
-    """An image file is missing, unreadable, truncated or not the size the annotation file says."""
 
 
 def annotation_path(root: str | os.PathLike[str], split: str) -> Path:
@@ -277,17 +273,6 @@ def _segmentation_sum(seg: Any, h: int, w: int, where: str) -> np.ndarray:
     return m
 
 
-def _jpeg_truncated(data: bytes) -> bool:
-    """True for a JPEG whose last scan has no end-of-image marker after it (a cut-off file).
-
-    Entropy-coded data byte-stuffs 0xFF, so FF D9 / FF DA only appear as markers. OpenCV decodes such files
-    with a warning and grey rows instead of failing, which would silently give a wrong image.
-    """
-    if not data.startswith(b"\xff\xd8"):
-        return False
-    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
-
-
 @dataclass
 class RawSample:
     """One image before augmentation."""
@@ -417,24 +402,13 @@ class CocoKeypointDataset(torch.utils.data.Dataset):
         info = self.image_info(index)
         path = self.image_path(index)
         what = f"image file {path} (image id {info['id']})"
-        if not path.is_file():
-            raise ImageReadError(f"{what} does not exist")
-        if self.check_truncated_jpeg:
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise ImageReadError(f"{what} could not be read: {exc}") from None
-            if _jpeg_truncated(data):
-                raise ImageReadError(f"{what} is a truncated JPEG (no end-of-image marker after its last scan)")
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-        if img is None:
-            raise ImageReadError(f"{what} could not be decoded as an image (corrupt or not an image file)")
+        img = read_image_file(path, what, check_jpeg=self.check_truncated_jpeg)
         h, w = img.shape[:2]
         if (h, w) != (info["height"], info["width"]):
             raise ImageReadError(
                 f"{what} is {w}x{h} pixels but the annotation file says {info['width']}x{info['height']}"
             )
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return img
 
     def get_mask(self, index: int, anns: list[dict[str, Any]] | None = None) -> np.ndarray:
         """(h, w) bool, True = use: the official `m < 0.5` over crowd regions and keypoint-less persons."""
