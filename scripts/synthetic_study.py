@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(label, cfg, f"{prefix}_seed{seed}", extra, seed)
             for seed in args.seeds for label, cfg, prefix, extra in MAIN_RUNS]
     label, cfg, prefix, extra = ONE_TAG_RUN
-    runs.append((label, cfg, f"{prefix}_seed{args.seeds[0]}", extra, args.seeds[0]))
+    runs += [(label, cfg, f"{prefix}_seed{seed}", extra, seed) for seed in args.seeds]
     if args.ablations:  # run on the first seed; other seeds' finished folders are tabulated too
         runs += [(label, cfg, f"{prefix}_seed{seed}", extra, seed)
                  for label, cfg, prefix, extra in ABLATIONS for seed in args.seeds]
@@ -250,7 +250,29 @@ def _table(teachers: list[tuple[str, dict[str, float], float | str]], walls: dic
                     f"| {' / '.join(f'{a:.3f}' for a in aps)} | {ap50:.3f} | {p:.2f} | {g:.2f} "
                     f"| {', '.join(fmt(w) for _, _, w, _ in entries)} |")
     rows.append(f"\ncache build: {fmt(walls['cache'])}; students share one budget (configs/train/synth_step_s_*.yaml)")
+    rows += _paired(results, "step_s distilled", "step_s GT only", "distilled - GT only")
+    rows += _paired(results, "ablation: + relational tag KD 1e-2", "step_s distilled", "relational tag KD - no tag KD")
+    one = {seed: s["AP"] for seed, s, *_ in results.get(ONE_TAG_RUN[0], [])}
+    many = {seed: s["AP"] for seed, s, *_ in results.get("step_s distilled", [])}
+    common = sorted(set(one) & set(many))
+    if common:
+        ratio = statistics.mean(one[s] for s in common) / max(1e-9, statistics.mean(many[s] for s in common))
+        rows.append(f"1-tag / 17-tag distilled AP (seeds {','.join(map(str, common))}): {ratio:.2f}")
     return "\n".join(rows)
+
+
+def _paired(results: dict[str, list[tuple[int, dict[str, float], float | str, dict[str, Any]]]], a: str, b: str,
+            what: str) -> list[str]:
+    """Per-seed AP differences a - b over the seeds both rows ran (the same seed = the same data order)."""
+    ap_a = {seed: s["AP"] for seed, s, *_ in results.get(a, [])}
+    ap_b = {seed: s["AP"] for seed, s, *_ in results.get(b, [])}
+    seeds = sorted(set(ap_a) & set(ap_b))
+    if not seeds:
+        return []
+    gaps = [ap_a[s] - ap_b[s] for s in seeds]
+    std = f" ± {statistics.stdev(gaps):.3f}" if len(gaps) > 1 else ""
+    return [f"{what}, per seed: " + ", ".join(f"seed {s} {g:+.3f}" for s, g in zip(seeds, gaps))
+            + f"; mean {statistics.mean(gaps):+.3f}{std}"]
 
 
 if __name__ == "__main__":
