@@ -49,7 +49,7 @@ from distill.config import input_size_arg
 from distill.atomic import write_bytes_atomic, write_text_atomic
 from distill.errors import AEDistillError, ensure_writable_dir
 from distill.evaluate import STAT_NAMES
-from distill.model_spec import KINDS, ModelSpec, ModelSpecError, load_model, parse_model_spec
+from distill.models import KINDS, ModelSpec, ModelSpecError, load_model, model_config, parse_model_spec
 from distill.progress import progress
 
 __all__ = [
@@ -129,17 +129,10 @@ def check_entry(entry: ModelEntry) -> None:
     """Cheap up-front checks (known kind and name, checkpoint file exists) so a long run fails at once."""
     if entry.model is not None:
         return
+    if entry.kind not in KINDS:
+        raise BenchError(f"unknown kind {entry.kind!r}; expected one of {', '.join(KINDS)}")
     try:
-        if entry.kind == "teacher":
-            from teachers import get_teacher_config
-
-            get_teacher_config(entry.name)
-        elif entry.kind == "student":
-            from students import get_student_config
-
-            get_student_config(entry.name)
-        else:
-            raise BenchError(f"unknown kind {entry.kind!r}; expected one of {', '.join(KINDS)}")
+        model_config(entry.kind, entry.name)
     except AEDistillError as exc:
         raise BenchError(f"model {entry.label!r}: {exc}") from None
     if entry.weights and not Path(entry.weights).expanduser().is_file():
@@ -147,7 +140,7 @@ def check_entry(entry: ModelEntry) -> None:
 
 
 def load_entry(entry: ModelEntry) -> nn.Module:
-    """The model of `entry` in eval mode on the CPU, through `distill.model_spec.load_model` (which also
+    """The model of `entry` in eval mode on the CPU, through `distill.models.load_model` (which also
     applies the overrides a `model.pt` records). Errors name the label."""
     if entry.model is not None:
         return entry.model.eval()

@@ -50,7 +50,7 @@ from distill.errors import AEDistillError, ensure_writable_dir
 from distill.geometry import affine_transform
 from distill.inference import OutputLayout
 from distill.keypoints import KeypointSpec
-from distill.model_spec import KINDS, load_model, parse_model_spec
+from distill.models import KINDS, load_model, parse_model_spec
 from distill.predict import Predictor, evaluate_model
 from distill.tag_reduction import TAG_RULES, TagReducer
 
@@ -240,7 +240,7 @@ def spec_weights(text: str, default_kind: str = "student") -> Path | None:
 
 
 def load_model_spec(text: str, default_kind: str = "teacher") -> nn.Module:
-    """Build and load `[teacher|student:]NAME[:CKPT]` in eval mode, through `distill.model_spec` (a model.pt's
+    """Build and load `[teacher|student:]NAME[:CKPT]` in eval mode, through `distill.models` (a model.pt's
     stored overrides, e.g. tag_per_joint=False, are applied there)."""
     return load_model(parse_model_spec(_full_spec(text, default_kind))).eval()
 

@@ -145,12 +145,11 @@ def _device(s: DemoSettings) -> str:
 def _cache_teacher(s: DemoSettings, weights: Path, store: Path) -> None:
     from distill.data.coco import CocoKeypointDataset
     from distill.teacher_cache import build_store, weights_identity
-    from teachers import build_teacher, get_teacher_config
-    from teachers.checkpoint import load_checkpoint
+    from distill.models import build_model, load_weights, model_config
 
-    model = load_checkpoint(build_teacher(TEACHER), weights).eval()
+    model = load_weights(build_model("teacher", TEACHER), weights).eval()
     dataset = CocoKeypointDataset(Path(s.out) / "data", "train2017", input_size=s.input_size, augment=False)
-    summary = build_store(store, model, dataset, teacher_cfg=get_teacher_config(TEACHER),
+    summary = build_store(store, model, dataset, teacher_cfg=model_config("teacher", TEACHER),
                           weights=weights_identity(model, weights, False, None), input_size=s.input_size,
                           device=_device(s), batch_size=s.batch_size)
     print(f"cached {summary.images_total} images, {summary.store_bytes / 2**20:.1f} MiB")

@@ -684,7 +684,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.model_spec import load_model, parse_model_spec
+    from distill.models import load_model, parse_model_spec
 
     spec = parse_model_spec(args.model)
     model = load_model(spec, warn_random=False)

@@ -639,8 +639,9 @@ class TeacherStore:
         problems = []
         if teacher is not None:
             if isinstance(teacher, (str, os.PathLike)):
-                from teachers import get_teacher_config
-                teacher = get_teacher_config(teacher)
+                from distill.models import model_config
+
+                teacher = model_config("teacher", teacher)
             cfg = teacher.to_dict() if hasattr(teacher, "to_dict") else dict(teacher)
             stored = self.header["teacher"]["config"]
             if stored != cfg:

@@ -51,10 +51,9 @@ def _log(msg: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from distill.data.coco import CocoKeypointDataset
     from distill.teacher_cache import RANDOM_INIT_NOTE, build_store, weights_identity
-    from teachers import build_teacher, get_teacher_config
-    from teachers.checkpoint import load_checkpoint
+    from distill.models import build_model, load_weights, model_config
 
-    cfg = get_teacher_config(args.teacher)
+    cfg = model_config("teacher", args.teacher)
     input_size = args.input_size or cfg.input_size or DEFAULT_INPUT_SIZE
     if input_size < 64:
         raise AEDistillError(f"--input-size must be at least 64, got {input_size}")
@@ -64,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if args.random_init:
         _log("!" * 100 + f"\n!! {RANDOM_INIT_NOTE}\n" + "!" * 100)
         torch.manual_seed(args.seed)
-        model = build_teacher(cfg)
+        model = build_model("teacher", cfg)
     else:
-        model = load_checkpoint(build_teacher(cfg), args.weights, strict=True)
+        model = load_weights(build_model("teacher", cfg), args.weights, strict=True)
     model.eval()
     weights = weights_identity(model, None if args.random_init else args.weights, args.random_init,
                                args.seed if args.random_init else None)

@@ -39,6 +39,7 @@ from distill.data.coco import CocoKeypointDataset
 from distill.errors import CheckpointError, TrainingDiverged, ensure_writable_dir
 from distill.data.transforms import AugmentConfig
 from distill.losses import DistillLoss, LossConfig
+from distill.models import build_model, initialise, load_weights
 from distill.progress import progress
 from distill.tag_reduction import TagReducer
 from distill.teacher_targets import AugMetaDataset, OnlineTeacher
@@ -48,30 +49,6 @@ MODEL_FILE = "model.pt"
 
 
 # ------------------------------------------------------------------------------------------ building
-def build_model(kind: str, name: str, overrides: dict[str, Any] | None = None) -> nn.Module:
-    """A teacher-family (HigherHRNet) or student model by registry name or config path."""
-    if kind == "teacher":
-        from teachers import build_teacher, get_teacher_config
-
-        if overrides:
-            from dataclasses import replace
-
-            return build_teacher(replace(get_teacher_config(name), **overrides))
-        return build_teacher(name)
-    if kind == "student":
-        from students import build_student
-
-        return build_student(name, **(overrides or {}))
-    raise ConfigError(f"model.kind must be 'teacher' or 'student', got {kind!r}")
-
-
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Official checkpoints and our own `model.pt` files (`{"state_dict": ..., "config": ...}`)."""
-    from teachers.checkpoint import load_checkpoint
-
-    return load_checkpoint(model, path)
-
-
 def save_model_file(path: Path, model: nn.Module, cfg: RunConfig, extra: dict[str, Any] | None = None) -> None:
     """A self-describing weights file that `load_weights` (and official-style loaders) read.
 
@@ -233,7 +210,7 @@ class Trainer:
         _seed_everything(cfg.train.seed + self.rank)
 
         self.model = build_model(cfg.model.kind, cfg.model.name, cfg.model.overrides)
-        _initialise(self.model, cfg.model.init)
+        initialise(self.model, cfg.model.init)
         if cfg.model.weights:
             load_weights(self.model, cfg.model.weights)
         self.model.to(self.device)
@@ -573,21 +550,6 @@ def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str
     a, b = _flatten(saved), _flatten(current)
     keys = sorted((set(a) | set(b)) - RESUME_FREE_KEYS)
     return {k: (a.get(k), b.get(k)) for k in keys if k in a and a.get(k) != b.get(k)}
-
-
-def _initialise(model: nn.Module, scheme: str) -> None:
-    """Re-initialise a freshly built model (a resumed run then loads its checkpoint over it)."""
-    if scheme == "default":
-        return
-    if scheme != "kaiming":
-        raise ConfigError(f"model.init must be 'default' or 'kaiming', got {scheme!r}")
-    from students.heads import init_student_weights
-
-    init_student_weights(model)
-    for final in getattr(model, "final_layers", []):  # the AE output convs start small, as officially
-        nn.init.normal_(final.weight, std=0.001)
-        if final.bias is not None:
-            nn.init.zeros_(final.bias)
 
 
 def _refuse_non_finite(model: nn.Module, path: Path) -> None:

@@ -334,7 +334,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from distill.atomic import write_bytes_atomic
-    from distill.model_spec import load_model, parse_model_spec
+    from distill.models import load_model, parse_model_spec
     from distill.predict import Predictor, read_image
     from distill.progress import progress
 

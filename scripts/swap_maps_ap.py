@@ -28,7 +28,7 @@ import torch
 
 from distill.data.coco import CocoKeypointDataset
 from distill.evaluate import coco_keypoint_eval
-from distill.model_spec import load_model
+from distill.models import load_model
 from distill.predict import Predictor
 from distill.progress import progress
 

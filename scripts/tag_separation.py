@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 def person_tag_stats(model_text: str, data: Path, split: str, input_size: int, limit: int) -> dict[str, float]:
     from distill.data.coco import CocoKeypointDataset
     from distill.geometry import affine_transform
-    from distill.model_spec import load_model
+    from distill.models import load_model
     from distill.predict import Predictor
 
     ds = CocoKeypointDataset(data, split, remove_images_without_annotations=False, augment=False)

@@ -82,7 +82,7 @@ def test_report_files_and_table(report: tuple[Path, str, str]) -> None:
 def test_csv_numbers(report: tuple[Path, str, str]) -> None:
     from distill.evaluate import STAT_NAMES
     from distill.flops import count_macs
-    from distill.train import build_model
+    from distill.models import build_model
 
     out, _, _ = report
     rows = list(csv.DictReader((out / "results.csv").open()))

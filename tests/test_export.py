@@ -14,7 +14,7 @@ from distill.export import (
     fold_batchnorm, fold_conv_bn, max_output_diff,
 )
 from distill.predict import Predictor, read_image
-from distill.train import build_model
+from distill.models import build_model
 
 from conftest import REFERENCE
 
@@ -153,7 +153,7 @@ def test_onnx_export_tiny_teacher(tmp_path: Path, synthetic_image: np.ndarray) -
     model = build_model("teacher", "tiny")
     weights = REFERENCE / "tiny" / "state_dict.pt"
     if weights.is_file():
-        from distill.train import load_weights
+        from distill.models import load_weights
 
         load_weights(model, weights)
     else:

@@ -81,7 +81,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "train").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_train_configs_load_and_name_real_models(path: Path) -> None:
-    from distill.train import build_model
+    from distill.models import build_model
 
     from distill.train import loss_config
 

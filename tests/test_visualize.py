@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from distill.keypoints import KeypointSpec
-from distill.model_spec import ModelSpec, ModelSpecError, RandomWeightsWarning, load_model, parse_model_spec
+from distill.models import ModelSpec, ModelSpecError, RandomWeightsWarning, load_model, parse_model_spec
 from distill.visualize import draw_people, heatmap_panel, joint_sides, side_by_side, tag_panel
 
 
@@ -91,7 +91,7 @@ def test_parse_model_spec_and_errors() -> None:
 
 
 def test_load_model_reads_our_model_file(tmp_path: Path) -> None:
-    from distill.train import build_model
+    from distill.models import build_model
 
     trained = build_model("student", "step_s", {"tag_per_joint": False})
     path = tmp_path / "model.pt"

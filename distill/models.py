@@ -1,4 +1,7 @@
-"""`--model KIND:NAME[:CKPT]` for the commands that run one network (export, visualize).
+"""The one door from a model description to an `nn.Module`: registry names, `KIND:NAME[:CKPT]` specs, a run
+config's model section, weight init and checkpoint loading. Nothing else imports the teacher/student builders.
+
+`--model KIND:NAME[:CKPT]` (export, visualize, bench, compare-tags, scripts):
 
     student:step_s                          registered student, random init (a warning says so)
     student:step_s:runs/x/model.pt          with our trained weights
@@ -7,10 +10,10 @@
 
 KIND is `student` or `teacher`; NAME a registry name or a YAML path (it must not contain ':');
 CKPT (optional, everything after the second ':') an official .pth / .pth.tar state_dict or one of our
-`model.pt` files. Weights are read with `torch.load(weights_only=True)` through the shared loader
-(`distill.train.load_weights`). When a `model.pt` records the model it was trained as
-(`{"model": {"kind", "name", "overrides"}}`), its `overrides` are applied when building, so e.g. a
-student trained with `--set model.overrides.tag_per_joint=false` loads without extra flags.
+`model.pt` files. Weights are read with `torch.load(weights_only=True)` through `load_weights`. When a
+`model.pt` records the model it was trained as (`{"model": {"kind", "name", "overrides"}}`), its
+`overrides` are applied when building, so e.g. a student trained with
+`--set model.overrides.tag_per_joint=false` loads without extra flags.
 """
 from __future__ import annotations
 
@@ -22,9 +25,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from distill.config import ConfigError
 from distill.errors import AEDistillError
+from students import build_student, get_student_config
+from students.heads import init_student_weights
+from teachers import build_teacher, get_teacher_config
+from teachers.checkpoint import load_checkpoint
+from teachers.config import HigherHRNetConfig
 
-__all__ = ["KINDS", "ModelSpec", "ModelSpecError", "RandomWeightsWarning", "load_model", "parse_model_spec"]
+__all__ = ["KINDS", "ModelSpec", "ModelSpecError", "RandomWeightsWarning", "build_model", "initialise", "load_model",
+           "load_weights", "model_config", "parse_model_spec"]
 
 KINDS = ("student", "teacher")
 SYNTAX = "KIND:NAME[:CKPT] with KIND 'student' or 'teacher' (e.g. student:step_s:runs/x/model.pt)"
@@ -85,8 +95,6 @@ def _recorded_model(path: Path) -> dict[str, Any] | None:
 
 def load_model(spec: ModelSpec | str, *, warn_random: bool = True) -> nn.Module:
     """Build the network of `spec`, load its checkpoint (if any) and return it in eval() mode on CPU."""
-    from distill.train import build_model, load_weights
-
     if isinstance(spec, str):
         spec = parse_model_spec(spec)
     overrides: dict[str, Any] = {}
@@ -112,3 +120,46 @@ def load_model(spec: ModelSpec | str, *, warn_random: bool = True) -> nn.Module:
         warnings.warn(f"{spec}: no checkpoint given, the model has RANDOM weights "
                       f"(use {spec.kind}:{spec.name}:CKPT)", RandomWeightsWarning, stacklevel=2)
     return model.eval()
+
+
+# ------------------------------------------------------------------------------------------ building
+def model_config(kind: str, name: Any) -> Any:
+    """The config object of a registered name or YAML path (raises naming the registry on an unknown name)."""
+    if kind == "teacher":
+        return name if isinstance(name, HigherHRNetConfig) else get_teacher_config(name)
+    if kind == "student":
+        return get_student_config(name)
+    raise ConfigError(f"model kind must be one of {list(KINDS)}, got {kind!r}")
+
+
+def build_model(kind: str, name: Any, overrides: dict[str, Any] | None = None) -> nn.Module:
+    """A teacher-family (HigherHRNet) or student model by registry name, config path or config object."""
+    if kind == "teacher":
+        cfg = model_config(kind, name)
+        if overrides:
+            from dataclasses import replace
+
+            cfg = replace(cfg, **overrides)
+        return build_teacher(cfg)
+    if kind == "student":
+        return build_student(name, **(overrides or {}))
+    raise ConfigError(f"model.kind must be one of {list(KINDS)}, got {kind!r}")
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
+    """Official checkpoints and our own `model.pt` files (`{"state_dict": ..., "config": ...}`), in place."""
+    return load_checkpoint(model, path, strict=strict)
+
+
+def initialise(model: nn.Module, scheme: str) -> None:
+    """Re-initialise a freshly built model: 'default' keeps the builder's init; 'kaiming' uses Kaiming-normal
+    convs and N(0, 0.001) output layers (the AE output convs start small, as officially)."""
+    if scheme == "default":
+        return
+    if scheme != "kaiming":
+        raise ConfigError(f"model.init must be 'default' or 'kaiming', got {scheme!r}")
+    init_student_weights(model)
+    for final in getattr(model, "final_layers", []):
+        nn.init.normal_(final.weight, std=0.001)
+        if final.bias is not None:
+            nn.init.zeros_(final.bias)
