@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from typing import Sequence
 
 from distill.errors import AEDistillError, user_message
@@ -36,8 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plain_warnings(command: str) -> None:
+    """Our own warnings (about the user's data or settings) as one line, without the source file and line."""
+    default = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
+        if category.__module__.split(".")[0] in ("distill", "teachers", "students"):
+            return f"distill {command}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _plain_warnings(args.command)
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)

@@ -21,6 +21,10 @@ class CheckpointError(AEDistillError):
     """A checkpoint does not fit the model it is loaded into."""
 
 
+class DataWarning(RuntimeWarning):
+    """Something in the data was allowed but changed what is trained (skipped images, dropped people)."""
+
+
 class OutputError(AEDistillError, OSError):
     """An output path cannot be created or written (a file where a folder should be, read-only, disk full)."""
 

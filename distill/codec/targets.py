@@ -27,7 +27,7 @@ from typing import Literal, Union
 
 import numpy as np
 
-from distill.errors import DataError
+from distill.errors import DataError, DataWarning
 
 OutRes = Union[int, tuple[int, int]]
 OverflowPolicy = Literal["warn", "raise", "ignore"]
@@ -205,7 +205,7 @@ def joint_indices(
         if on_overflow == "raise":
             raise TooManyPeopleError(msg)
         if on_overflow == "warn":
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            warnings.warn(msg, DataWarning, stacklevel=2)
     return out
 
 

@@ -55,7 +55,7 @@ from distill.data.transforms import (
     to_normalized_tensor,
 )
 from distill.data.images import ImageReadError, read_image_file  # noqa: F401 (ImageReadError re-exported)
-from distill.errors import DataError
+from distill.errors import DataError, DataWarning
 from distill.keypoints import KeypointSpec
 
 _REQUIRED_TOP_KEYS = ("images", "annotations", "categories")
@@ -212,7 +212,7 @@ def validate_coco_keypoints(data: Any, source: str, category: int | str | None =
     return cat
 
 
-class OutOfImageJointsWarning(UserWarning):
+class OutOfImageJointsWarning(DataWarning, UserWarning):
     """Labelled joints outside their image: allowed (COCO has a few), counted, dropped from the targets."""
 
 
@@ -469,7 +469,7 @@ class CocoKeypointDataset(torch.utils.data.Dataset):
                 f"{self.annotation_file}: image id {raw.image_id} has {dropped} more person(s) with visible joints "
                 f"than max_people={self.target_config.max_people}; the first {self.target_config.max_people} are "
                 "kept in the tag-loss targets (warned once per dataset)",
-                RuntimeWarning, stacklevel=2,
+                DataWarning, stacklevel=2,
             )
         return TrainingSample(
             image=to_normalized_tensor(aug.image, self.mean, self.std),
@@ -498,7 +498,7 @@ class CocoKeypointDataset(torch.utils.data.Dataset):
                 self._bad.add(i)
                 self.skipped += 1
                 warnings.warn(f"skipping unreadable image ({self.skipped} skipped so far): {exc}",
-                              RuntimeWarning, stacklevel=2)
+                              DataWarning, stacklevel=2)
         raise DataError(f"{self.image_dir}: none of the {n} images could be read")
 
     def sample(self, index: int, params: AugmentParams | None = None):
