@@ -32,7 +32,7 @@ The returned maps are aligned with the augmented image exactly like the ground-t
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import cv2
 import numpy as np
@@ -55,12 +55,16 @@ class TeacherTargets(Protocol):
 def _images_of(batch: Any) -> torch.Tensor:
     if isinstance(batch, torch.Tensor):
         return batch
+    if isinstance(batch, TrainBatch):
+        return batch.images
     if isinstance(batch, dict):
         return batch["image"] if "image" in batch else batch["images"]
     return batch[0]
 
 
 def _meta_of(batch: Any) -> dict[str, Any]:
+    if isinstance(batch, TrainBatch):
+        return batch.meta
     if isinstance(batch, dict) and "meta" in batch:
         return batch["meta"]
     if isinstance(batch, (list, tuple)) and batch and isinstance(batch[-1], dict):
@@ -276,8 +280,22 @@ class CachedTeacher:
 
 
 # ------------------------------------------------------------------------------------------------ dataset
+class TrainBatch(NamedTuple):
+    """One training sample, and (after the DataLoader's default collate, which keeps the type) one batch.
+
+    A tuple, so `images, heatmaps, masks, indices, meta = batch` works too. Batched shapes: images (B, 3, S, S);
+    per output size R (lowest first): heatmaps (B, J, R, R), masks (B, R, R), indices (B, max_people, J, 2);
+    meta: the augmentation of each sample (see `AugMetaDataset`), collated per key."""
+
+    images: torch.Tensor
+    heatmaps: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    indices: list[torch.Tensor]
+    meta: dict[str, Any]
+
+
 class AugMetaDataset(torch.utils.data.Dataset):
-    """Wraps a `CocoKeypointDataset`: samples become `(image, heatmaps, masks, indices, meta)`.
+    """Wraps a `CocoKeypointDataset`: samples become `TrainBatch(image, heatmaps, masks, indices, meta)`.
 
     `meta` carries what a `CachedTeacher` needs to align its maps (see the module docstring). With
     `teacher=CachedTeacher(...)` the warping happens here, i.e. in the DataLoader workers, and
@@ -300,7 +318,7 @@ class AugMetaDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
 
-    def __getitem__(self, index: int) -> tuple[Any, ...]:
+    def __getitem__(self, index: int) -> TrainBatch:
         s = self.dataset.make_sample_skipping(index)
         meta: dict[str, Any] = {
             "index": int(s.index),
@@ -313,10 +331,10 @@ class AugMetaDataset(torch.utils.data.Dataset):
         if self.teacher is not None:
             maps = self.teacher.targets_for_sample(s)
             meta["teacher"] = [torch.from_numpy(m) for m in maps]
-        return (*s.as_tuple(), meta)
+        return TrainBatch(*s.as_tuple(), meta)
 
 
 __all__ = [
-    "AugMetaDataset", "CachedTeacher", "OnlineTeacher", "TeacherTargets", "channel_permutation", "frame_valid_mask",
+    "AugMetaDataset", "CachedTeacher", "TrainBatch", "OnlineTeacher", "TeacherTargets", "channel_permutation", "frame_valid_mask",
     "sample_to_map_affine", "warp_cached_maps",
 ]

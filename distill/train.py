@@ -42,7 +42,7 @@ from distill.losses import DistillLoss, LossConfig
 from distill.models import build_model, initialise, load_weights
 from distill.progress import progress
 from distill.tag_reduction import TagReducer
-from distill.teacher_targets import AugMetaDataset, OnlineTeacher
+from distill.teacher_targets import AugMetaDataset, OnlineTeacher, TrainBatch
 
 CHECKPOINT = "last.pt"
 MODEL_FILE = "model.pt"
@@ -305,7 +305,7 @@ class Trainer:
         self.sampler.set_epoch(0)
         for i, batch in enumerate(self.loader):
             t_out = self.teacher.targets_for(batch)[0]
-            items.append((t_out[:, self.num_joints:].float().cpu(), batch[3][0]))
+            items.append((t_out[:, self.num_joints:].float().cpu(), batch.indices[0]))
             if i >= 7:
                 break
         self.tag_reducer.fit(items)
@@ -367,8 +367,8 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"].cpu())
 
     # ------------------------------------------------------------------------------------ loop
-    def train_step(self, batch: Any) -> dict[str, float]:
-        images, heatmaps, masks, indices, _ = batch
+    def train_step(self, batch: TrainBatch) -> dict[str, float]:
+        images, heatmaps, masks, indices = batch.images, batch.heatmaps, batch.masks, batch.indices
         to = lambda xs: [x.to(self.device, non_blocking=True) for x in xs]  # noqa: E731
         images = images.to(self.device, non_blocking=True)
         if self.cfg.train.channels_last:
