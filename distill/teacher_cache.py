@@ -628,6 +628,31 @@ class TeacherStore:
             out.append(view)
         return out
 
+    def _image_mismatches(self, dataset: Any, show: int = 3) -> list[str]:
+        """Same ids is not the same images: every image's file name and size must match its record."""
+        bad = []
+        for index, image_id in enumerate(dataset.ids):
+            if str(image_id) not in self:
+                continue  # images the store never held (e.g. without people) are reported when sampled
+            e, info = self.entry(image_id), dataset.image_info(index)
+            got = (e.get("file_name"), e.get("width"), e.get("height"))
+            want = (info.get("file_name"), info.get("width"), info.get("height"))
+            if got != want:
+                bad.append(f"image id {image_id}: store {got[0]} {got[1]}x{got[2]}, dataset {want[0]} {want[1]}x{want[2]}")
+        if not bad:
+            return []
+        return [f"dataset: {len(bad)} image(s) differ from the store's records (same ids, other images?): "
+                + "; ".join(bad[:show]) + (" ..." if len(bad) > show else "")]
+
+    def check_image_file(self, image_id: Any, path: str | os.PathLike[str]) -> None:
+        """The image file a sample was read from is the one the store's maps were computed on (by sha256;
+        stores built before the hash was recorded are not checked)."""
+        want = self.entry(image_id).get("file_sha256")
+        if want is not None and sha256_file(path) != want:
+            raise StoreMismatchError(f"{self.root}: image id {image_id}: {path} is not the image the teacher store "
+                                     f"was built on (file sha256 {_short(sha256_file(path))}, store {_short(want)}); "
+                                     "rebuild the store for this dataset")
+
     def check_matches(self, teacher: Any = None, weights_path: str | os.PathLike[str] | None = None,
                       weights_sha256: str | None = None, input_size: int | None = None,
                       dataset: Any = None) -> None:
@@ -667,6 +692,8 @@ class TeacherStore:
                                 f"at {have.get('annotation_file')} (ids sha256 {_short(have.get('ids_sha256'))}), "
                                 f"training on {want['num_images']} images of {want['split']!r} at "
                                 f"{want['annotation_file']} (ids sha256 {_short(want['ids_sha256'])})")
+            else:
+                problems += self._image_mismatches(dataset)
         if problems:
             raise StoreMismatchError(f"{self.root}: teacher store does not match:\n  " + "\n  ".join(problems))
 
@@ -841,6 +868,7 @@ def _fill_store(writer: StoreWriter, out: str | os.PathLike[str], model: torch.n
                 frame, w, h = meta[index]
                 info = dataset.image_info(index)
                 records.append((ids[index], {"width": w, "height": h, "file_name": info.get("file_name", ""),
+                                             "file_sha256": sha256_file(dataset.image_path(index)),
                                              "frame": frame.to_json()}, results[index]))
             writer.commit(shard, records, device=str(device))
             computed += len(indices)

@@ -329,6 +329,7 @@ class AugMetaDataset(torch.utils.data.Dataset):
             "input_size": int(s.image.shape[-1]),
         }
         if self.teacher is not None:
+            self.teacher.store.check_image_file(s.image_id, self.dataset.image_path(s.index))
             maps = self.teacher.targets_for_sample(s)
             meta["teacher"] = [torch.from_numpy(m) for m in maps]
         return TrainBatch(*s.as_tuple(), meta)

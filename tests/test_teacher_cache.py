@@ -449,3 +449,36 @@ def test_nan_written_into_a_store_later_is_named_when_read(store_dir: Path, data
     s = ds.make_sample([str(i) for i in ds.ids].index(image_id), AugmentParams.identity())
     with pytest.raises(StoreError, match="NaN/inf"):  # training reads through the finite check
         CachedTeacher(out, expect_teacher="tiny", expect_input_size=INPUT).targets_for_sample(s)
+
+
+def _swap_one_image(src: Path, dst: Path, donor: Path) -> None:
+    """`dst` = `src` with image 3's file replaced by the same-named image of `donor` (same size forced)."""
+    shutil.copytree(src, dst)
+    import cv2
+
+    name = sorted((src / "train2017").glob("*.jpg"))[3].name
+    img = cv2.imread(str(src / "train2017" / name))
+    other = cv2.resize(cv2.imread(str(donor / "train2017" / name)), (img.shape[1], img.shape[0]))
+    cv2.imwrite(str(dst / "train2017" / name), other)
+
+
+def test_same_ids_other_images_are_refused(store_dir: Path, data_root: Path, tmp_path: Path,
+                                            make_synthetic_dataset) -> None:
+    from distill.teacher_cache import StoreMismatchError
+
+    donor = make_synthetic_dataset(seed=21, num_train=6, num_val=2, image_size=128)  # same ids and file names
+    # other sizes for some images: refused when the store is opened for training
+    other_sizes = [i for i in range(6) if _dataset(donor).image_info(i)["width"] != _dataset(data_root).image_info(i)["width"]
+                   or _dataset(donor).image_info(i)["height"] != _dataset(data_root).image_info(i)["height"]]
+    if other_sizes:
+        with pytest.raises(StoreMismatchError, match=r"image\(s\) differ from the store's records"):
+            CachedTeacher(store_dir, expect_dataset=_dataset(donor))
+    # same sizes, one image's pixels replaced: refused when that sample is read
+    swapped = tmp_path / "swapped"
+    _swap_one_image(data_root, swapped, donor)
+    ds = _dataset(swapped)
+    teacher = CachedTeacher(store_dir, expect_dataset=ds)  # ids, names and sizes all agree
+    meta = AugMetaDataset(ds, teacher)
+    meta[0]
+    with pytest.raises(StoreMismatchError, match="is not the image the teacher store was built on"):
+        meta[3]
