@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("distill.train", "train a teacher from scratch or distill a student (YAML config + --set overrides)"),
     "cache-teacher": ("distill.teacher_cache_cli", "run a frozen teacher once over a split into a resumable float16 store"),
     "export": ("distill.export", "export a teacher or student to ONNX (BatchNorm folded, checked against PyTorch)"),
+    "predict": ("distill.predict_cli", "COCO results-format keypoints (and overlays) for an image or a folder of images"),
     "visualize": ("distill.visualize", "draw predicted skeletons (and heatmap / tag panels) for images"),
     "compare-tags": ("distill.compare_tags", "AP cost of reducing a teacher's per-joint tag maps to one (first/mean/pca) vs students"),
     "bench": ("distill.bench", "COCO AP, params/GMACs and CPU/GPU speed of teachers and students, with a report folder"),

@@ -298,7 +298,7 @@ def visualize_image(image: np.ndarray, pred: Any, spec: KeypointSpec, *, score_t
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def _list_images(path: Path) -> list[Path]:
+def list_images(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
@@ -309,7 +309,7 @@ def _list_images(path: Path) -> list[Path]:
     raise DataError(f"{path}: no such image or folder")
 
 
-def _spec_from_annotations(path: Path) -> KeypointSpec:
+def spec_from_annotations(path: Path) -> KeypointSpec:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         category = doc["categories"][0]
@@ -339,11 +339,11 @@ def run(args: argparse.Namespace) -> int:
     from distill.progress import progress
 
     spec = parse_model_spec(args.model)
-    images = _list_images(args.input)
+    images = list_images(args.input)
     model = load_model(spec, warn_random=False)
     if spec.weights is None:
         print(f"warning: {spec}: no checkpoint given, the model has RANDOM weights", file=sys.stderr)
-    kp = _spec_from_annotations(args.keypoints) if args.keypoints else KeypointSpec.coco()
+    kp = spec_from_annotations(args.keypoints) if args.keypoints else KeypointSpec.coco()
     joints = getattr(model, "num_joints", None) or getattr(getattr(model, "cfg", None), "num_joints", None)
     if joints is not None and int(joints) != kp.num_joints:
         raise DataError(f"{spec} predicts {joints} joints but the keypoint definition has {kp.num_joints}; "

@@ -89,12 +89,12 @@ class Workspace:
         path.write_text(json.dumps(data))
         return root
 
-    def train_config(self, tag: str, data: Path | None = None, **sections: dict[str, Any]) -> Path:
+    def train_config(self, tag: str, root: Path | None = None, **sections: dict[str, Any]) -> Path:
         import yaml
 
         folder = self.fresh(tag)
         cfg = {"model": {"kind": "teacher", "name": "tiny"},
-               "data": {"root": str(data or self.data), "input_size": int(INPUT), "workers": 0},
+               "data": {"root": str(root or self.data), "input_size": int(INPUT), "workers": 0},
                "optim": {"epochs": 1, "batch_size": 2},
                "train": {"out": str(folder / "run"), "eval_every": 0, "tensorboard": False, "threads": 1}}
         for sec, values in sections.items():
@@ -449,8 +449,8 @@ def run_case(ws: Workspace, case: Case) -> tuple[bool, int, str, float]:
     t0 = time.perf_counter()
     try:
         args = case.make(ws)
-    except SystemExit as exc:
-        return False, -1, f"setup failed: {exc}", 0.0
+    except (SystemExit, Exception) as exc:  # a broken case is reported, the list goes on
+        return False, -1, f"case setup failed: {type(exc).__name__}: {exc}", 0.0
     proc = _cli(args)
     wall = time.perf_counter() - t0
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -469,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=None, help="workspace folder (default: a temporary one)")
     ap.add_argument("--only", default=None, help="run only cases whose name contains this")
+    ap.add_argument("--from", dest="start", type=int, default=1, help="start at case number N (numbering of the full list)")
     args = ap.parse_args(argv)
     tmp = None
     if args.work is None:
@@ -476,11 +477,11 @@ def main(argv: list[str] | None = None) -> int:
         args.work = Path(tmp.name)
     ws = Workspace(args.work)
     ws.setup()
-    selected = [c for c in cases() if args.only is None or args.only in c.name]
+    selected = [(i, c) for i, c in enumerate(cases(), 1) if (args.only is None or args.only in c.name) and i >= args.start]
     print("| # | class | case | rc | first line of the message |\n|---:|---|---|---:|---|")
     failed: list[str] = []
     tracebacks = silent = 0
-    for i, case in enumerate(selected, 1):
+    for i, case in selected:
         ok, rc, first, _ = run_case(ws, case)
         if not ok:
             failed.append(case.name)
