@@ -49,7 +49,7 @@ from distill.config import input_size_arg
 from distill.atomic import write_bytes_atomic, write_text_atomic
 from distill.errors import AEDistillError, ensure_writable_dir
 from distill.evaluate import STAT_NAMES
-from distill.models import KINDS, ModelSpec, ModelSpecError, load_model, model_config, parse_model_spec
+from distill.models import KINDS, ModelSpec, ModelSpecError, contract_of, load_model, model_config, parse_model_spec
 from distill.progress import progress
 
 __all__ = [
@@ -256,11 +256,6 @@ def _dataset(data: str | Path, split: str) -> Any:
     return CocoKeypointDataset(data, split, remove_images_without_annotations=False, augment=False)
 
 
-def _num_tags(model: nn.Module, layout: Any, num_joints: int) -> int:
-    per_joint = getattr(layout, "tag_per_joint", None)
-    if per_joint is None:
-        per_joint = getattr(model, "tag_per_joint", getattr(getattr(model, "cfg", None), "tag_per_joint", True))
-    return num_joints if per_joint else 1
 
 
 def bench_model(entry: ModelEntry, ds: Any, split: str, *, input_size: int = 512, limit: int | None = None,
@@ -271,7 +266,7 @@ def bench_model(entry: ModelEntry, ds: Any, split: str, *, input_size: int = 512
     from distill.predict import evaluate_model
 
     model = load_entry(entry)
-    num_joints = int(getattr(model, "num_joints", ds.num_joints))
+    num_joints = contract_of(model).num_joints
     if num_joints != ds.num_joints:
         raise BenchError(f"model {entry.label!r} predicts {num_joints} joints, but {ds.annotation_file} has "
                          f"{ds.num_joints}")
@@ -300,7 +295,7 @@ def bench_model(entry: ModelEntry, ds: Any, split: str, *, input_size: int = 512
                                image_dir=ds.image_dir, limit=limit, batch_size=1, show_progress=show_progress)
     except AEDistillError as exc:
         raise BenchError(f"model {entry.label!r}: evaluation failed: {exc}") from None
-    row["tags"] = _num_tags(model, predictor.layout, num_joints)
+    row["tags"] = contract_of(model).tag_maps
     row.update({k: stats[k] for k in STAT_NAMES})
     per = predictor.per_image
     med = {k: _median([p[k] for p in per]) for k in ("preprocess", "network", "aggregate", "decode", "e2e")}

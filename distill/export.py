@@ -565,8 +565,9 @@ def export_onnx(
     with torch.no_grad():
         sample = _as_list(model(rand))
     names = output_names(sample, (height, width))
-    num_joints = int(getattr(model, "num_joints", 0) or getattr(getattr(model, "cfg", None), "num_joints", 17))
-    layout = infer_layout(model, num_joints, sample)
+    declared = getattr(model, "output_layout", None)  # our models' contract; foreign ones are inferred
+    layout = declared if isinstance(declared, OutputLayout) else infer_layout(model, int(getattr(model, "num_joints", 17)), sample)
+    num_joints = layout.num_joints
     meta = {
         "aedistill.input": f"image (B, 3, H, W) RGB, /255 then ImageNet mean/std; exported at {height}x{width}",
         "aedistill.outputs": ", ".join(f"{n} ({o.shape[1]} channels)" for n, o in zip(names, sample)),

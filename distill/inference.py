@@ -19,12 +19,32 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class OutputLayout:
-    """Which network outputs carry heatmaps / tags (official: heatmaps in both, tags at 1/4)."""
+    """The output contract of every teacher and student (`model.output_layout`): what each output holds.
+
+    Output i has `num_joints` heatmap channels when `heatmap_outputs[i]`, followed by `tag_maps` tag channels
+    when `tag_outputs[i]` (T = J per-joint maps, or T = 1 shared map), at 1/`strides[i]` of the input size
+    (lowest resolution first). The official HigherHRNet: heatmaps in both outputs, tags at 1/4, strides (4, 2).
+    `strides` is empty for models that do not declare it (foreign modules, whose layout is inferred)."""
 
     num_joints: int = 17
     heatmap_outputs: tuple[bool, ...] = (True, True)
     tag_outputs: tuple[bool, ...] = (True, False)
     tag_per_joint: bool = True
+    strides: tuple[int, ...] = ()
+
+    @property
+    def tag_maps(self) -> int:
+        return self.num_joints if self.tag_per_joint else 1
+
+    def channels(self, index: int) -> int:
+        """Channels of output `index`."""
+        return (self.num_joints if self.heatmap_outputs[index] else 0) + (self.tag_maps if self.tag_outputs[index] else 0)
+
+    def output_sizes(self, input_size: int) -> list[int]:
+        """Side of each output for a square input (needs declared strides)."""
+        if not self.strides:
+            raise ValueError("this layout declares no output strides")
+        return [int(input_size) // s for s in self.strides]
 
 
 def _resize(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:

@@ -27,6 +27,7 @@ from torch import nn
 
 from distill.config import ConfigError
 from distill.errors import AEDistillError
+from distill.inference import OutputLayout
 from students import build_student, get_student_config
 from students.heads import init_student_weights
 from teachers import build_teacher, get_teacher_config
@@ -34,7 +35,7 @@ from teachers.checkpoint import load_checkpoint
 from teachers.config import HigherHRNetConfig
 
 __all__ = ["KINDS", "ModelSpec", "ModelSpecError", "RandomWeightsWarning", "build_model", "initialise", "load_model",
-           "load_weights", "model_config", "parse_model_spec"]
+           "load_weights", "model_config", "parse_model_spec", "contract_of"]
 
 KINDS = ("student", "teacher")
 SYNTAX = "KIND:NAME[:CKPT] with KIND 'student' or 'teacher' (e.g. student:step_s:runs/x/model.pt)"
@@ -120,6 +121,16 @@ def load_model(spec: ModelSpec | str, *, warn_random: bool = True) -> nn.Module:
         warnings.warn(f"{spec}: no checkpoint given, the model has RANDOM weights "
                       f"(use {spec.kind}:{spec.name}:CKPT)", RandomWeightsWarning, stacklevel=2)
     return model.eval()
+
+
+def contract_of(model: nn.Module) -> OutputLayout:
+    """The output contract every teacher and student declares (`model.output_layout`); export wrappers of
+    foreign networks set it too. Callers read joints, tag maps and strides here instead of probing."""
+    layout = getattr(model, "output_layout", None)
+    if not isinstance(layout, OutputLayout):
+        raise ModelSpecError(f"{type(model).__name__} declares no output contract (`output_layout`); "
+                             "teachers and students of this project all do")
+    return layout
 
 
 # ------------------------------------------------------------------------------------------ building

@@ -57,15 +57,12 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def infer_layout(model: nn.Module, num_joints: int, outputs: Sequence[torch.Tensor] | None = None) -> OutputLayout | None:
-    """Which outputs carry heatmaps/tags: `model.output_layout`, else `model.cfg` (teacher configs),
-    else from the channel counts of `outputs` (J: heatmaps only; 2J: per-joint tags; J+1: shared tag)."""
+    """Which outputs carry heatmaps/tags: the contract `model.output_layout` (every teacher and student
+    declares one), else, for foreign networks only, from the channel counts of `outputs` (J: heatmaps only;
+    2J: per-joint tags; J+1: shared tag)."""
     layout = getattr(model, "output_layout", None)
     if isinstance(layout, OutputLayout):
         return layout
-    cfg = getattr(model, "cfg", None)
-    if cfg is not None and hasattr(cfg, "with_ae_loss") and hasattr(cfg, "tag_per_joint"):
-        n = len(cfg.with_ae_loss)
-        return OutputLayout(num_joints, (True,) * n, tuple(bool(v) for v in cfg.with_ae_loss), bool(cfg.tag_per_joint))
     if outputs is None:
         return None
     tags, per_joint = [], []

@@ -21,7 +21,7 @@ from distill.config import input_size_arg
 from distill.data.images import ImageReadError
 from distill.errors import DataError, ensure_writable_dir, ensure_writable_file
 from distill.keypoints import KeypointSpec
-from distill.models import load_model, parse_model_spec
+from distill.models import contract_of, load_model, parse_model_spec
 from distill.predict import Predictor, read_image
 from distill.progress import progress
 from distill.visualize import list_images, spec_from_annotations, visualize_image
@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
                         "mean nothing")
     model = load_model(spec)
     kp = spec_from_annotations(args.keypoints) if args.keypoints else KeypointSpec.coco()
-    joints = getattr(model, "num_joints", None)
-    if joints is not None and int(joints) != kp.num_joints:
+    joints = contract_of(model).num_joints
+    if joints != kp.num_joints:
         raise DataError(f"{spec} predicts {joints} joints but the keypoint definition has {kp.num_joints}; "
                         "pass --keypoints with the dataset's annotation file")
     predictor = Predictor(model, kp, input_size=args.input_size, flip=True, device=args.device)

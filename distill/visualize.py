@@ -334,7 +334,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from distill.atomic import write_bytes_atomic
-    from distill.models import load_model, parse_model_spec
+    from distill.models import contract_of, load_model, parse_model_spec
     from distill.predict import Predictor, read_image
     from distill.progress import progress
 
@@ -344,8 +344,8 @@ def run(args: argparse.Namespace) -> int:
     if spec.weights is None:
         print(f"warning: {spec}: no checkpoint given, the model has RANDOM weights", file=sys.stderr)
     kp = spec_from_annotations(args.keypoints) if args.keypoints else KeypointSpec.coco()
-    joints = getattr(model, "num_joints", None) or getattr(getattr(model, "cfg", None), "num_joints", None)
-    if joints is not None and int(joints) != kp.num_joints:
+    joints = contract_of(model).num_joints
+    if joints != kp.num_joints:
         raise DataError(f"{spec} predicts {joints} joints but the keypoint definition has {kp.num_joints}; "
                         "pass --keypoints with the dataset's annotation file")
     predictor = Predictor(model, kp, input_size=args.input_size, flip=True)

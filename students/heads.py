@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.inference import OutputLayout
 from teachers.blocks import BN_MOMENTUM, BasicBlock
 
 __all__ = ["AEHead", "ConvBNReLU", "TopDownFusion", "init_student_weights"]
@@ -93,6 +94,10 @@ class AEHead(nn.Module):
         )]
         parts += [nn.Sequential(BasicBlock(deconv_channels, deconv_channels)) for _ in range(num_basic_blocks)]
         self.deconv_layers = nn.ModuleList([nn.Sequential(*parts)])
+
+    @property
+    def output_layout(self) -> OutputLayout:
+        return OutputLayout(self.num_joints, (True, True), (True, False), self.tag_dim == self.num_joints, strides=(4, 2))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         y = self.final_layers[0](x)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from distill.inference import OutputLayout
 from students.config import StudentConfigError
 from students.heads import AEHead, ConvBNReLU, TopDownFusion, init_student_weights
 from teachers.blocks import BN_MOMENTUM
@@ -143,6 +144,11 @@ class StepStudentConfig:
 
 class StepPoseNet(nn.Module):
     """Bottom-up AE network of RSB stages; forward(x) -> [(B, J+T, H/4, W/4), (B, J, H/2, W/2)]."""
+
+    @property
+    def output_layout(self) -> OutputLayout:
+        """The output contract (see `distill.inference.OutputLayout`): the AE head's."""
+        return self.head.output_layout
 
     def __init__(self, cfg: StepStudentConfig) -> None:
         super().__init__()

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distill.inference import OutputLayout
 from students.config import StudentConfigError
 from students.heads import AEHead, TopDownFusion, init_student_weights
 
@@ -76,6 +77,11 @@ class TimmStudentConfig:
 
 class TimmPoseNet(nn.Module):
     """timm features -> 1/4 fusion -> AE heads; forward(x) -> [(B, J+T, H/4, W/4), (B, J, H/2, W/2)]."""
+
+    @property
+    def output_layout(self) -> OutputLayout:
+        """The output contract (see `distill.inference.OutputLayout`): the AE head's."""
+        return self.head.output_layout
 
     def __init__(self, cfg: TimmStudentConfig) -> None:
         super().__init__()

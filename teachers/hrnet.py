@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from distill.inference import OutputLayout
 from teachers.blocks import BLOCKS, BN_MOMENTUM, BasicBlock, make_residual_layer
 from teachers.config import DeconvConfig, HigherHRNetConfig, StageConfig, TeacherConfigError
 
@@ -142,6 +143,13 @@ class PoseHigherResolutionNet(nn.Module):
     @property
     def tag_per_joint(self) -> bool:
         return self.cfg.tag_per_joint
+
+    @property
+    def output_layout(self) -> OutputLayout:
+        """The output contract: J heatmaps in every output, tags where `with_ae_loss`, 1/4 then 1/2, 1/1, ..."""
+        n = self.cfg.num_outputs
+        return OutputLayout(self.cfg.num_joints, (True,) * n, tuple(self.cfg.with_ae_loss), self.cfg.tag_per_joint,
+                            strides=tuple(4 >> i for i in range(n)))
 
     def __init__(self, cfg: HigherHRNetConfig) -> None:
         super().__init__()

@@ -204,7 +204,7 @@ def test_shared_tag_map() -> None:
     cfg = dataclasses.replace(get_teacher_config("tiny"), tag_per_joint=False)
     torch.manual_seed(0)
     model = build_teacher(cfg).eval()
-    assert infer_layout(model, 17) == OutputLayout(17, (True, True), (True, False), False)
+    assert infer_layout(model, 17) == OutputLayout(17, (True, True), (True, False), False, strides=(4, 2))  # declared
     image = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
     pred = Predictor(_NoConfig(model).eval(), input_size=INPUT_SIZE, refine=True)
     assert pred.layout is None  # learnt from the first forward

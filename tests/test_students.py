@@ -229,3 +229,21 @@ def test_rsb_step_connections() -> None:
         # The block output: 1x1 conv-BN over the 4 branch ends, plus identity, ReLU.
         ends = torch.cat([b[-1] for b in ref], dim=1)
         assert torch.allclose(block(x), torch.relu(block.conv_out(ends) + x), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind,name", [("teacher", n) for n in ("tiny", "higherhrnet_w16_synth")] +
+                         [("student", n) for n in ("step_s", "step_s_1tag", "hrnet_w16_1tag", "timm_resnet18")])
+def test_every_model_declares_the_contract_its_outputs_keep(kind: str, name: str) -> None:
+    """`model.output_layout` is what Predictor, bench, export and the losses read: it must describe the
+    real outputs (channels per output, 1/stride of the input), so nothing has to probe."""
+    from distill.models import build_model, contract_of
+
+    model = build_model(kind, name).eval()
+    layout = contract_of(model)
+    with torch.no_grad():
+        outs = model(torch.zeros(1, 3, 128, 128))
+    assert len(outs) == len(layout.strides) == len(layout.tag_outputs)
+    for i, out in enumerate(outs):
+        assert out.shape[1] == layout.channels(i), (i, out.shape)
+        assert out.shape[-1] == layout.output_sizes(128)[i]
+    assert layout.tag_maps == (1 if name.endswith("_1tag") else layout.num_joints)
