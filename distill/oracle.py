@@ -6,6 +6,13 @@ into the 1/2-resolution output frame; heatmaps rendered there (sigma 2, as the e
 perfect tags (joint channel j holds (person index + 1) * 2 in a radius-3 disc around that person's
 joint j; one tag dim, no flip). Then exactly the test-time path: bilinear projection to the input
 size, decode (adjust, refine), inverse affine, COCOeval.
+
+Imperfect-map variants, defined per image so every decoder sees the same maps:
+  --tag-noise SIGMA   adds numpy.random.default_rng([S, image_id]).normal(0, SIGMA, (J, h/2, w/2)) to the
+                      1/2-resolution tag maps (float64, added, cast back to float32), before the projection;
+  --heatmap-jitter J  adds default_rng([S + 1000003, image_id]).uniform(0, J, (J, h/2, w/2)) to the
+                      1/2-resolution heatmaps the same way (it breaks the exact ties of the projected peaks);
+with S = --noise-seed. `--max-people N` is the decoder's person limit (and top-k per joint).
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from distill.codec.decode import DecodeParams, decode
 from distill.codec.matching import MatchParams
 from distill.codec.targets import render_heatmaps
 from distill.data.coco import _read_json, annotation_path, validate_coco_keypoints
+from distill.errors import DataError
 from distill.evaluate import coco_keypoint_eval, format_stats, people_to_results
 from distill.geometry import affine_transform, inference_resize
 from distill.inference import _resize
@@ -50,9 +58,14 @@ def perfect_tags(joints: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return tags
 
 
-def oracle_maps(image: dict[str, Any], anns: list[dict[str, Any]], num_joints: int, input_size: int
+JITTER_SEED_OFFSET = 1000003
+
+
+def oracle_maps(image: dict[str, Any], anns: list[dict[str, Any]], num_joints: int, input_size: int,
+                tag_noise: float = 0.0, heatmap_jitter: float = 0.0, noise_seed: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """Perfect heatmaps (1, J, H, W) and tags (1, J, H, W, 1) at the input size, and the resize."""
+    """Perfect (or, with noise, imperfect) heatmaps (1, J, H, W) and tags (1, J, H, W, 1) at the input size,
+    and the resize."""
     resize = inference_resize(int(image["width"]), int(image["height"]), input_size)
     in_w, in_h = resize.size
     out_hw = (in_h // 2, in_w // 2)
@@ -63,15 +76,25 @@ def oracle_maps(image: dict[str, Any], anns: list[dict[str, Any]], num_joints: i
         k = np.asarray(ann["keypoints"], dtype=np.float64).reshape(num_joints, 3)
         joints[p, :, :2] = k[:, :2] @ to_output[:, :2].T + to_output[:, 2]
         joints[p, :, 2] = k[:, 2]
-    heat = torch.from_numpy(render_heatmaps(joints, out_hw, 2.0))[None]
-    tags = torch.from_numpy(perfect_tags(joints, out_hw))[None]
+    heat_np = render_heatmaps(joints, out_hw, 2.0)
+    tags_np = perfect_tags(joints, out_hw)
+    if tag_noise > 0:
+        noise = np.random.default_rng([noise_seed, int(image["id"])]).normal(0.0, tag_noise, tags_np.shape)
+        tags_np = (tags_np.astype(np.float64) + noise).astype(np.float32)
+    if heatmap_jitter > 0:
+        jitter = np.random.default_rng([noise_seed + JITTER_SEED_OFFSET, int(image["id"])]).uniform(
+            0.0, heatmap_jitter, heat_np.shape)
+        heat_np = (heat_np.astype(np.float64) + jitter).astype(np.float32)
+    heat = torch.from_numpy(heat_np)[None]
+    tags = torch.from_numpy(tags_np)[None]
     heat = _resize(heat, (in_h, in_w))
     tags = _resize(tags, (in_h, in_w))[..., None]
     return heat, tags, resize
 
 
 def run_oracle(data: Path, split: str, input_size: int = 512, adjust: bool = True, refine: bool = True,
-               results_file: Path | None = None, show_progress: bool = True) -> dict[str, float]:
+               results_file: Path | None = None, show_progress: bool = True, tag_noise: float = 0.0,
+               heatmap_jitter: float = 0.0, noise_seed: int = 0, max_people: int = 30) -> dict[str, float]:
     ann_file = annotation_path(data, split)
     dataset = _read_json(ann_file)
     category = validate_coco_keypoints(dataset, str(ann_file))
@@ -82,11 +105,13 @@ def run_oracle(data: Path, split: str, input_size: int = 512, adjust: bool = Tru
             anns_by_image.setdefault(ann["image_id"], []).append(ann)
 
     params = DecodeParams(
-        match=MatchParams(num_joints=spec.num_joints, joint_order=spec.grouping_order), adjust=adjust, refine=refine
+        match=MatchParams(num_joints=spec.num_joints, joint_order=spec.grouping_order, max_num_people=max_people),
+        adjust=adjust, refine=refine
     )
     results = []
     for image in progress(dataset["images"], f"oracle {split}", enabled=show_progress, unit="img"):
-        heat, tags, resize = oracle_maps(image, anns_by_image.get(image["id"], []), spec.num_joints, input_size)
+        heat, tags, resize = oracle_maps(image, anns_by_image.get(image["id"], []), spec.num_joints, input_size,
+                                         tag_noise, heatmap_jitter, noise_seed)
         (out,) = decode(heat, tags, params)
         results += people_to_results(out.people, out.scores, image["id"], resize, category_id=category["id"])
     return coco_keypoint_eval(ann_file, results, results_file, keypoint_names=spec.names)
@@ -99,12 +124,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-refine", action="store_true", help="switch off refine (filling missing joints)")
     parser.add_argument("--no-adjust", action="store_true", help="switch off the quarter-pixel adjustment")
     parser.add_argument("--results", type=Path, default=None, help="also write the COCO results JSON here")
+    parser.add_argument("--tag-noise", type=float, default=0.0, metavar="SIGMA",
+                        help="Gaussian noise on the 1/2-resolution tag maps (see the module docstring)")
+    parser.add_argument("--heatmap-jitter", type=float, default=0.0, metavar="J",
+                        help="uniform [0, J) noise on the 1/2-resolution heatmaps")
+    parser.add_argument("--noise-seed", type=int, default=0, metavar="S")
+    parser.add_argument("--max-people", type=int, default=30, metavar="N", help="decoder person limit (default 30)")
+    parser.add_argument("--decode", choices=("official",), default="official", help="decoding (default official)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if not (args.tag_noise >= 0 and args.heatmap_jitter >= 0):
+        raise DataError(f"--tag-noise and --heatmap-jitter must be >= 0, got {args.tag_noise}, {args.heatmap_jitter}")
+    if args.max_people < 1 or args.noise_seed < 0:
+        raise DataError(f"--max-people must be >= 1 and --noise-seed >= 0, got {args.max_people}, {args.noise_seed}")
     t0 = time.perf_counter()
-    stats = run_oracle(args.data, args.split, args.input_size, not args.no_adjust, not args.no_refine, args.results)
+    stats = run_oracle(args.data, args.split, args.input_size, not args.no_adjust, not args.no_refine, args.results,
+                       show_progress=True, tag_noise=args.tag_noise, heatmap_jitter=args.heatmap_jitter,
+                       noise_seed=args.noise_seed, max_people=args.max_people)
     steps = ", ".join(s for s, on in (("adjust", not args.no_adjust), ("refine", not args.no_refine)) if on) or "none"
-    print(format_stats(stats, f"Oracle AP on {args.data} {args.split} (input {args.input_size}; adjust/refine: {steps})"))
+    noise = (f"; tag noise {args.tag_noise:g}, heatmap jitter {args.heatmap_jitter:g}, seed {args.noise_seed}"
+             if args.tag_noise or args.heatmap_jitter else "")
+    print(format_stats(stats, f"Oracle AP on {args.data} {args.split} (input {args.input_size}; adjust/refine: {steps}"
+                              f"; max people {args.max_people}{noise}, decode {args.decode})"))
     print(f"{time.perf_counter() - t0:.1f} s")
     return 0

@@ -334,11 +334,11 @@ def section_decode(s: Sizes, device: torch.device, data: Path, report: dict[str,
 
     h, w = s.decode_hw
     heat, tags = fake_outputs(h, w, 10, seed=0)
-    cpu_ms = timed(lambda: decode(heat, tags, DecodeParams(topk="numpy")), torch.device("cpu"), s.decode_repeats, 1)
-    want = decode(heat, tags, DecodeParams(topk="numpy"))
+    cpu_ms = timed(lambda: decode(heat, tags, DecodeParams(ties="index", topk="numpy")), torch.device("cpu"), s.decode_repeats, 1)
+    want = decode(heat, tags, DecodeParams(ties="index", topk="numpy"))
     heat_d, tags_d = torch.from_numpy(heat).to(device), torch.from_numpy(tags).to(device)
-    dev_ms = timed(lambda: decode(heat_d, tags_d, DecodeParams(topk="torch")), device, s.decode_repeats, 1)
-    got = decode(heat_d, tags_d, DecodeParams(topk="torch"))
+    dev_ms = timed(lambda: decode(heat_d, tags_d, DecodeParams(ties="index", topk="torch")), device, s.decode_repeats, 1)
+    got = decode(heat_d, tags_d, DecodeParams(ties="index", topk="torch"))
     same = len(want) == len(got) and all(np.array_equal(a.people, b.people) and np.array_equal(a.scores, b.scores)
                                          for a, b in zip(want, got))
     people = int(want[0].people.shape[0])

@@ -1,6 +1,6 @@
 """The GPU decoding path (NMS + top-k in torch, matching on the CPU) against the numpy path.
 
-Run on CPU tensors through the same code (`DecodeParams(topk="torch")`); on a GPU the only difference is
+Run on CPU tensors through the same code (`DecodeParams(ties="index", topk="torch")`); on a GPU the only difference is
 where the max-pool and the sort run. Same people, same scores, bit for bit.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ def test_torch_topk_decodes_the_numpy_people(seed: int, tag_dim: int, shared: bo
     heat, tags = fake_outputs(h, w, int(rng.integers(1, 12)), tag_dim=tag_dim, shared_tag=shared, seed=seed)
     for adjust, refine in [(True, True), (False, False), (True, False)]:
         params = DecodeParams(adjust=adjust, refine=refine)
-        want = decode(heat, tags, replace(params, topk="numpy"))
-        got = decode(torch.from_numpy(heat), torch.from_numpy(tags), replace(params, topk="torch"))
+        want = decode(heat, tags, replace(params, ties="index", topk="numpy"))
+        got = decode(torch.from_numpy(heat), torch.from_numpy(tags), replace(params, ties="index", topk="torch"))
         _same(want, got)
 
 
@@ -47,17 +47,19 @@ def test_torch_topk_matches_numpy_candidates_with_plateaus() -> None:
         np.testing.assert_array_equal(vk[0][passing], v2[passing])
         np.testing.assert_array_equal(lk[0][passing], l2[passing])
         np.testing.assert_array_equal(tk[0][passing], t2[passing])
-    _same(decode(heat, tags, DecodeParams(topk="numpy")), decode(torch.from_numpy(heat), torch.from_numpy(tags),
-                                                                DecodeParams(topk="torch")))
+    _same(decode(heat, tags, DecodeParams(ties="index", topk="numpy")), decode(torch.from_numpy(heat), torch.from_numpy(tags),
+                                                                DecodeParams(ties="index", topk="torch")))
 
 
 def test_torch_topk_on_a_map_smaller_than_k() -> None:
     heat, tags = fake_outputs(4, 5, 2, seed=0)
-    _same(decode(heat, tags, DecodeParams(topk="numpy")),
-          decode(torch.from_numpy(heat), torch.from_numpy(tags), DecodeParams(topk="torch")))
+    _same(decode(heat, tags, DecodeParams(ties="index", topk="numpy")),
+          decode(torch.from_numpy(heat), torch.from_numpy(tags), DecodeParams(ties="index", topk="torch")))
 
 
-def test_decode_params_reject_bad_topk() -> None:
+def test_decode_params_reject_bad_topk_and_ties() -> None:
+    with pytest.raises(ValueError, match="ties"):
+        DecodeParams(ties="stable")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="topk"):
         DecodeParams(topk="gpu")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="nms_kernel"):

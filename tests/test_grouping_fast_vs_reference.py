@@ -3,6 +3,7 @@ and the munkres hand-off against munkres' own numpy input on tie-heavy cost matr
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from munkres import Munkres
 
@@ -21,13 +22,49 @@ def _same(a, b) -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("tag_dim,shared", [(2, False), (1, False), (2, True), (4, False)])
-def test_fast_equals_reference_on_realistic_maps(seed: int, tag_dim: int, shared: bool) -> None:
+@pytest.mark.parametrize("ties", ["official", "index"])
+def test_fast_equals_reference_on_realistic_maps(seed: int, tag_dim: int, shared: bool, ties: str) -> None:
     rng = np.random.default_rng(seed)
     h, w = int(rng.integers(40, 130)), int(rng.integers(40, 130))
     heat, tags = fake_outputs(h, w, int(rng.integers(1, 12)), tag_dim=tag_dim, shared_tag=shared, seed=seed)
     for adjust, refine in [(True, True), (False, True), (True, False)]:
-        params = DecodeParams(adjust=adjust, refine=refine)
+        params = DecodeParams(adjust=adjust, refine=refine, ties=ties)  # type: ignore[arg-type]
         _same(decode(heat, tags, params), reference_decode(heat, tags, params))
+
+
+def _plateau_maps(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear x2 projection turns isolated peaks into 2x2 plateaus of exactly equal values; which of
+    them become candidates decides the people once tags are noisy. ties='official' takes torch.topk's
+    order over the dense NMS map, as the official parser, so it gives the reference's people exactly."""
+    rng = np.random.default_rng(seed)
+    j, h, w = 17, int(rng.integers(20, 40)), int(rng.integers(20, 40))
+    small = np.zeros((1, j, h, w), np.float32)
+    people = int(rng.integers(3, 9))
+    for p in range(people):
+        ys, xs = rng.integers(1, h - 1, j), rng.integers(1, w - 1, j)
+        small[0, np.arange(j), ys, xs] = rng.uniform(0.3, 1.0)
+    tag_small = rng.normal(0, 0.3, (1, j, h, w)).astype(np.float32) + rng.integers(1, people + 1, (1, j, h, w)) * 2
+    up = lambda x: torch.nn.functional.interpolate(torch.from_numpy(x), scale_factor=2, mode="bilinear",  # noqa: E731
+                                                   align_corners=False).numpy()
+    heat, tags = up(small), up(tag_small.astype(np.float32))[..., None]
+    assert all((heat[0, i] == heat[0, i].max()).sum() >= 2 for i in range(j))  # the plateaus are there
+    return heat, tags
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_official_ties_on_projected_plateaus(seed: int) -> None:
+    heat, tags = _plateau_maps(seed)
+    _same(decode(heat, tags, DecodeParams()), reference_decode(heat, tags, DecodeParams()))
+
+
+def test_index_ties_do_differ_from_official_on_plateaus() -> None:
+    """Why the official order is the default: on tied maps the fast 'index' order changes the people."""
+    differ = 0
+    for seed in range(5):
+        heat, tags = _plateau_maps(seed)
+        (fast,), (ref,) = decode(heat, tags, DecodeParams(ties="index")), reference_decode(heat, tags, DecodeParams())
+        differ += fast.people.shape != ref.people.shape or not np.array_equal(fast.people, ref.people)
+    assert differ > 0
 
 
 @pytest.mark.parametrize("seed", range(4))

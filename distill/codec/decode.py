@@ -40,10 +40,18 @@ class DecodeParams:
     refine: bool = True
     # Threads for refine's per-joint passes (numpy releases the GIL); 1 = no pool.
     threads: int = 1
-    # Where NMS + top-k run: 'auto' = torch for tensors off the CPU (GPU), numpy otherwise; or forced.
+    # Which candidates among exactly equal peak values (the 2x2 plateaus that the bilinear x2 projection
+    # makes of isolated peaks): 'official' = the order of torch.topk over the dense NMS map, exactly as the
+    # official parser (on the maps' device); 'index' = by flat index, which allows the faster sparse NMS.
+    # On maps without exact ties both give the same people.
+    ties: Literal["official", "index"] = "official"
+    # ties='index' only: where NMS + top-k run: 'auto' = torch for tensors off the CPU (GPU), numpy
+    # otherwise; or forced.
     topk: Literal["auto", "numpy", "torch"] = "auto"
 
     def __post_init__(self) -> None:
+        if self.ties not in ("official", "index"):
+            raise ValueError(f"DecodeParams.ties must be 'official' or 'index', got {self.ties!r}")
         if self.topk not in ("auto", "numpy", "torch"):
             raise ValueError(f"DecodeParams.topk must be 'auto', 'numpy' or 'torch', got {self.topk!r}")
         if self.nms_kernel < 1 or self.nms_kernel % 2 == 0:
@@ -168,9 +176,31 @@ def top_k_torch(
         peaks = torch.where(keep, heat, torch.full((), -np.inf, device=heat.device))
     k_eff = min(k, h * w)
     val, ind = torch.sort(peaks.reshape(b, j, h * w), dim=2, descending=True, stable=True)
-    val, ind = val[:, :, :k_eff], ind[:, :, :k_eff]
+    return _gather_candidates(tags, val[:, :, :k_eff], ind[:, :, :k_eff], k, w)
+
+
+def top_k_official(
+    heatmaps: torch.Tensor, tags: torch.Tensor, k: int, nms_kernel: int, threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The official parser's candidates: NMS `det * (maxpool(det) == det)` over the dense maps, then
+    `torch.topk(det, k)` per joint on the maps' device, whose order among equal values is torch's own and
+    decides the people on tied maps. Same outputs as `top_k_torch`; `threshold` is unused (matching
+    applies it)."""
+    b, j, h, w = heatmaps.shape
+    heat = heatmaps.float()
+    pad = (nms_kernel - 1) // 2
+    det = heat * (F.max_pool2d(heat, nms_kernel, stride=1, padding=pad) == heat)
+    k_eff = min(k, h * w)
+    val, ind = det.reshape(b, j, h * w).topk(k_eff, dim=2)
+    return _gather_candidates(tags, val, ind, k, w)
+
+
+def _gather_candidates(tags: torch.Tensor, val: torch.Tensor, ind: torch.Tensor, k: int, w: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tag_k, loc_k, val_k) numpy for candidate values/flat indices (B, J, k_eff); pads to k slots."""
+    b, j, k_eff = ind.shape
     t = tags if tags.dim() == 5 else tags[..., None]
-    flat_tags = t.float().reshape(b, t.shape[1], h * w, t.shape[-1])
+    flat_tags = t.float().reshape(b, t.shape[1], -1, t.shape[-1])
     channel = torch.zeros(j, dtype=torch.long, device=ind.device) if t.shape[1] == 1 else \
         torch.arange(j, device=ind.device)
     batch = torch.arange(b, device=ind.device)[:, None, None]
@@ -319,14 +349,15 @@ def decode(
     """
     params = params or DecodeParams()
     on_device = isinstance(heatmaps, torch.Tensor) and heatmaps.device.type != "cpu"
-    use_torch = params.topk == "torch" or (params.topk == "auto" and on_device)
+    use_torch = params.ties == "official" or params.topk == "torch" or (params.topk == "auto" and on_device)
     k, thr = params.match.max_num_people, params.match.detection_threshold
     if use_torch:
         heat_t = torch.as_tensor(heatmaps)
         tag_t = torch.as_tensor(tags)
         tag_t = tag_t if tag_t.dim() == 5 else tag_t[..., None]
         _check_shapes(heat_t, tag_t, params.match)
-        candidates = top_k_torch(heat_t, tag_t.to(heat_t.device), k, params.nms_kernel, thr)
+        pick = top_k_official if params.ties == "official" else top_k_torch
+        candidates = pick(heat_t, tag_t.to(heat_t.device), k, params.nms_kernel, thr)
         # The full maps leave the device only for the steps that read them.
         det = _as_numpy(heat_t) if (params.adjust or params.refine) else None
         tag = _as_numpy(tag_t) if params.refine else None
