@@ -84,6 +84,37 @@ def _final_stats(out: Path) -> dict[str, float]:
     return json.loads(evals[-1].read_text())
 
 
+RESCORED = "rescored.json"
+
+
+def rescore(out: Path, cfg: dict[str, Any]) -> dict[str, float]:
+    """The run's final model scored again with the current test path (flip, official decoding), so every
+    row of the table is decoded by the same code even when runs finished under different versions."""
+    import subprocess as sp
+
+    import torch
+
+    from distill.atomic import write_json_atomic
+    from distill.models import load_model
+    from distill.predict import Predictor, evaluate_model
+
+    commit = sp.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    path = out / RESCORED
+    weights = out / "model.pt"
+    stamp = {"model_mtime_ns": weights.stat().st_mtime_ns, "commit": commit}
+    if path.exists():
+        old = json.loads(path.read_text())
+        if {k: old.get(k) for k in stamp} == stamp:
+            return old["stats"]
+    model = load_model(f"{cfg['model']['kind']}:{cfg['model']['name']}:{weights}")
+    predictor = Predictor(model, input_size=int(cfg["data"]["input_size"]), flip=True, device="cpu")
+    with torch.no_grad():
+        stats = evaluate_model(predictor, cfg["data"]["root"], cfg["data"]["val_split"],
+                               limit=cfg["data"].get("eval_images") or None, show_progress=False)
+    write_json_atomic(path, {**stamp, "stats": stats})
+    return stats
+
+
 def _finished(out: Path) -> bool:
     return (out / "train_summary.json").exists() and (out / "model.pt").exists()
 
@@ -146,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra overrides for the STUDENT runs (the budget must stay equal across them)")
     ap.add_argument("--teacher-set", action="append", default=[], help="extra overrides for the teacher run")
     ap.add_argument("--table-only", action="store_true", help="only tabulate the finished runs under --root")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score every finished student again with the current code (cached per commit) and tabulate that")
     args = ap.parse_args(argv)
     root = args.root
     runs = [(label, cfg, f"{prefix}_seed{seed}", extra, seed)
@@ -199,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cfg = _config(out)
         budgets.setdefault(_budget(cfg), []).append(name)
-        results.setdefault(label, []).append((seed, _final_stats(out), _run_seconds(out), cfg))
+        stats = rescore(out, cfg) if args.rescore else _final_stats(out)
+        results.setdefault(label, []).append((seed, stats, _run_seconds(out), cfg))
     if len(budgets) > 1:
         raise SystemExit("the student runs do not share one budget: " + "; ".join(
             f"{dict(zip((f'{s}.{k}' for s, k in BUDGET_KEYS), b))}: {names}" for b, names in budgets.items()))
@@ -213,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         teacher_stats = [(label, _final_stats(out), _run_seconds(out)) for label, out in teacher_rows]
     table = _table(teacher_stats, walls, results)
     print(table)
+    scored = ("every student rescored by `--rescore` with the code at commit "
+              f"{json.loads((root / runs[0][2] / RESCORED).read_text())['commit']} (flip test, official decoding)"
+              if args.rescore and (root / runs[0][2] / RESCORED).exists() else "scores from each run's final evaluation")
+    table += f"\n{scored}"
     (root / "study.md").write_text("### Synthetic study: GT-only vs distilled students, equal budget\n\n" + table + "\n")
     print(f"written to {root / 'study.md'}")
     return 0
