@@ -18,6 +18,11 @@ from distill.errors import OutputError, os_reason
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it is renamed onto `path`."""
     target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"cannot write {target}: it is a folder, expected a file path")
+    blocker = next((p for p in target.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputError(f"cannot write {target}: {blocker} is a file, not a folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

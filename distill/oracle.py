@@ -29,7 +29,7 @@ from distill.codec.decode import DecodeParams, decode
 from distill.codec.matching import MatchParams
 from distill.codec.targets import render_heatmaps
 from distill.data.coco import _read_json, annotation_path, validate_coco_keypoints
-from distill.errors import DataError
+from distill.errors import DataError, ensure_writable_file
 from distill.evaluate import coco_keypoint_eval, format_stats, people_to_results
 from distill.geometry import affine_transform, inference_resize
 from distill.inference import _resize
@@ -138,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--tag-noise and --heatmap-jitter must be >= 0, got {args.tag_noise}, {args.heatmap_jitter}")
     if args.max_people < 1 or args.noise_seed < 0:
         raise DataError(f"--max-people must be >= 1 and --noise-seed >= 0, got {args.max_people}, {args.noise_seed}")
+    if args.results is not None:
+        ensure_writable_file(args.results, "--results")
     t0 = time.perf_counter()
     stats = run_oracle(args.data, args.split, args.input_size, not args.no_adjust, not args.no_refine, args.results,
                        show_progress=True, tag_noise=args.tag_noise, heatmap_jitter=args.heatmap_jitter,
