@@ -113,6 +113,9 @@ class TrainSection:
     ema_decay: float = 0.0  # EMA of the weights (e.g. 0.999); evaluated and saved in model.pt when > 0
     max_minutes: float = 0.0  # stop after this much training wall time (0 = no limit); resumable like max_steps
     threads: int = 0  # torch CPU threads (0 = torch default)
+    # Resuming with changed settings (lr, batch size, loss, schedule, ...) is refused unless this is true;
+    # then the new values apply from the resumed step on and config.json records what changed when.
+    resume_override: bool = False
     tensorboard: bool = True
 
 

@@ -261,12 +261,14 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self._fit_t0: float | None = None
         self.history: list[dict[str, float]] = []
+        self.resumes: list[dict[str, Any]] = []  # resume overrides: {"step", "changes": {key: [old, new]}}
         self.best_ap = -1.0
         if resume and (self.out / CHECKPOINT).exists():
             self._load_checkpoint(self.out / CHECKPOINT)
         self.writer = None
         if self.rank == 0:
-            write_json_atomic(self.out / "config.json", cfg.to_dict(), indent=2)
+            write_json_atomic(self.out / "config.json", {**cfg.to_dict(), "resumed_with_changes": self.resumes}
+                              if self.resumes else cfg.to_dict(), indent=2)
             if cfg.train.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -316,7 +318,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-            "history": self.history, "best_ap": self.best_ap, "config": self.cfg.to_dict(),
+            "history": self.history, "best_ap": self.best_ap, "config": self.cfg.to_dict(), "resumes": self.resumes,
             "tag_reducer": self.tag_reducer.state_dict() if self.tag_reducer else {},
             "ema": self.ema.state_dict() if self.ema else {},
             "rng": {"torch": torch.get_rng_state(), "numpy": _np_state(), "python": repr(random.getstate())},
@@ -343,12 +345,14 @@ class Trainer:
             raise ConfigError(f"{path} was written for model {state.get('config', {}).get('model')}, "
                               f"not {self.cfg.to_dict()['model']}; use another train.out or remove it")
         changed = resume_conflicts(state["config"], self.cfg.to_dict())
-        if changed:
+        self.resumes = list(state.get("resumes", []))
+        if changed and not self.cfg.train.resume_override:
             listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise ConfigError(
                 f"{path}: resuming would silently keep the checkpoint's settings, but the config changed ({listed}). "
-                "Resume with the original values, start over with --no-resume, or start a new run from these "
-                f"weights with --set model.weights={self.out / MODEL_FILE} and another train.out")
+                "Resume with the original values, pass --set train.resume_override=true to apply the new ones from "
+                f"step {state['global_step']} on, start over with --no-resume, or start a new run from these weights "
+                f"with --set model.weights={self.out / MODEL_FILE} and another train.out")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -365,6 +369,27 @@ class Trainer:
                                   "resume with ema_decay=0 or use another train.out")
             self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
+        if changed:
+            self._apply_changes(state, changed)
+
+    def _apply_changes(self, state: dict[str, Any], changed: dict[str, tuple[Any, Any]]) -> None:
+        """Resume override: what the restored optimiser/schedule/position would otherwise keep is set to the
+        new config (the loss, data and schedule shape already follow it), and the change is recorded."""
+        o = self.cfg.optim
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = o.lr
+            if "optim.weight_decay" in changed and group.get("weight_decay", 0.0) > 0:
+                group["weight_decay"] = o.weight_decay
+        self.scheduler.base_lrs = [o.lr for _ in self.optimizer.param_groups]
+        for group, factor in zip(self.optimizer.param_groups, [lr_factor(self.global_step, self.steps_per_epoch,
+                                                                         self.cfg)] * len(self.optimizer.param_groups)):
+            group["lr"] = o.lr * factor
+        if "optim.batch_size" in changed:  # keep the samples already seen this epoch, in the new batch size
+            old_bs = int(changed["optim.batch_size"][0])
+            self.step_in_epoch = min(self.step_in_epoch * old_bs // o.batch_size, self.steps_per_epoch)
+        self.resumes.append({"step": self.global_step, "changes": {k: [a, b] for k, (a, b) in changed.items()}})
+        print(f"[{self.out.name}] resumed at step {self.global_step} with changed settings: "
+              + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()), flush=True)
 
     # ------------------------------------------------------------------------------------ loop
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
@@ -527,7 +552,7 @@ class Trainer:
 # Keys that say how a run is executed or watched, not what it trains: free to change on resume.
 RESUME_FREE_KEYS = frozenset({
     "train.out", "train.max_steps", "train.max_minutes", "train.eval_every", "train.ckpt_every", "train.log_every",
-    "train.threads", "train.device", "train.tensorboard", "train.channels_last", "data.workers", "data.eval_images",
+    "train.threads", "train.device", "train.tensorboard", "train.channels_last", "train.resume_override", "data.workers", "data.eval_images",
     "data.eval_train_images", "data.skip_bad_images", "data.val_split", "teacher.store",
 })
 

@@ -194,3 +194,21 @@ def test_training_with_evaluation_on_an_empty_val_split_is_refused_before_work(t
         train(load_config(path))
     assert not (tmp_path / "noval" / CHECKPOINT).exists()
     assert train(load_config(path, ["train.eval_every=0"]))["steps"] == 1
+
+
+def test_resume_override_applies_the_new_settings_and_records_them(tmp_path: Path, data_dir: Path) -> None:
+    import json
+
+    path = _config(tmp_path, data_dir, "override")  # 3 epochs of 4 steps at batch 2
+    train(load_config(path, ["train.max_steps=3"]))
+    result = train(load_config(path, ["optim.lr=5e-4", "optim.batch_size=1", "train.resume_override=true"]))
+    state = torch.load(tmp_path / "override" / CHECKPOINT, weights_only=True)
+    lrs = [h["lr"] for h in state["history"]]
+    assert all(abs(lr - 1e-3) < 1e-12 for lr in lrs[:3])  # the step schedule's first phase at the old lr ...
+    assert abs(lrs[3] - 5e-4) < 1e-12  # ... and the new lr from the resumed step on
+    # 3 steps x 2 images were seen in epoch 1: at batch 1 the epoch continues at its 7th image (8 per epoch)
+    assert result["steps"] == 3 + (8 - 6) + 8 + 8
+    recorded = json.loads((tmp_path / "override" / "config.json").read_text())
+    assert recorded["optim"]["lr"] == 5e-4 and recorded["optim"]["batch_size"] == 1
+    assert recorded["resumed_with_changes"] == [{"step": 3, "changes": {"optim.batch_size": [2, 1],
+                                                                         "optim.lr": [0.001, 0.0005]}}]
