@@ -262,7 +262,7 @@ def cases() -> list[Case]:
         C("config", "unknown kd_type", lambda ws: _train_set(ws, "kd", "loss.kd_type=kl"), "loss.kd_type"),
         C("config", "negative seed", lambda ws: _train_set(ws, "seed", "train.seed=-3"), "train.seed"),
         C("config", "epochs -1", lambda ws: _train_set(ws, "ep", "optim.epochs=-1"), "optim.epochs = -1"),
-        C("config", "unknown key", lambda ws: _train_set(ws, "key", "optim.lrr=1"), "optim.lrr"),
+        C("config", "unknown key", lambda ws: _train_set(ws, "key", "optim.lrr=1"), "unknown key(s) ['lrr']"),
         C("config", "number expected", lambda ws: _train_set(ws, "num", "optim.lr=abc"), "optim.lr"),
         C("config", "unknown model name", lambda ws: _train_set(ws, "name", "model.name=nope"), "nope"),
         C("config", "model.weights missing", lambda ws: _train_set(ws, "mw", "model.weights=/nonexistent/w.pt"),
@@ -376,7 +376,7 @@ def cases() -> list[Case]:
             str(ws.data / "val2017"), "--out", str(ws.fresh("vn")), "--input-size", INPUT], "NaN/inf"),
         C("ckpt", "shape mismatch", lambda ws: [
             "export", "--model", "teacher:tiny:" + str(ws.weights_copy("shape", _shape_mismatch)), "--onnx",
-            str(ws.fresh("es") / "a.onnx")], "size mismatch"),
+            str(ws.fresh("es") / "a.onnx")], "conv1.weight: file [3, 3, 1, 1] vs model"),
         C("ckpt", "pickle payload never runs", lambda ws: [
             "export", "--model", "teacher:tiny:" + str(_pickle_payload(ws, "evil")), "--onnx",
             str(ws.fresh("ev") / "a.onnx")], "evil.pt"),
