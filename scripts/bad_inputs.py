@@ -314,6 +314,8 @@ def cases() -> list[Case]:
             ws, "flip", _category(lambda c: c["keypoints"].__setitem__(10, "right_wristt"))), "mirror"),
         C("data", "skeleton index out of range", lambda ws: _train_on(
             ws, "skel", _category(lambda c: c["skeleton"].append([1, 99]))), "skeleton"),
+        C("data", "repeated category name", lambda ws: _train_on(ws, "catname", lambda d: d["categories"].append(
+            {**d["categories"][0], "id": 7})), "category name 'person' appears more than once"),
         C("data", "duplicate image id", lambda ws: _train_on(
             ws, "dupimg", lambda d: d["images"].append(copy.deepcopy(d["images"][0]))), "more than once"),
         C("data", "annotation of an unknown image", lambda ws: _train_on(

@@ -325,3 +325,14 @@ def test_predict_reads_images_with_the_same_checks(tmp_path):
         read_image(jpg)
     with pytest.raises(ImageReadError, match="does not exist"):
         read_image(tmp_path / "nope.jpg")
+
+
+@pytest.mark.parametrize("field", ["id", "name"])
+def test_repeated_category(tmp_path, field):
+    def change(d):
+        extra = {"id": 2, "name": "robot", "keypoints": ["a"], "skeleton": []}
+        extra[field] = d["categories"][0][field]
+        d["categories"].append(extra)
+    _edit(tmp_path, change)
+    with pytest.raises(DataError, match=f"category {field} .* appears more than once in 'categories'"):
+        small(tmp_path)

@@ -126,10 +126,16 @@ def validate_coco_keypoints(data: Any, source: str, category: int | str | None =
             raise DataError(f"{source}: '{key}' is a {type(data[key]).__name__}, expected a list")
 
     cat_ids: set[Any] = set()
+    cat_names: set[Any] = set()
     for i, cat in enumerate(data["categories"]):
         if not isinstance(cat, dict) or "id" not in cat:
             raise DataError(f"{source}: categories[{i}] has no 'id'")
+        if cat["id"] in cat_ids:
+            raise DataError(f"{source}: category id {cat['id']!r} appears more than once in 'categories'")
+        if cat.get("name") is not None and cat.get("name") in cat_names:
+            raise DataError(f"{source}: category name {cat.get('name')!r} appears more than once in 'categories'")
         cat_ids.add(cat["id"])
+        cat_names.add(cat.get("name"))
     cat = select_keypoint_category(data["categories"], category, source)
     spec = KeypointSpec.from_category(cat, source)
     num_values = 3 * spec.num_joints
