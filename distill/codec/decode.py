@@ -42,8 +42,9 @@ class DecodeParams:
     threads: int = 1
     # Which candidates among exactly equal peak values (the 2x2 plateaus that the bilinear x2 projection
     # makes of isolated peaks): 'official' = the order of torch.topk over the dense NMS map, exactly as the
-    # official parser (on the maps' device); 'index' = by flat index, which allows the faster sparse NMS.
-    # On maps without exact ties both give the same people.
+    # official parser; 'index' = by flat index. Both run the fast sparse NMS; 'official' redoes an image
+    # densely (torch.topk) only when two passing peaks of a joint are exactly equal, so it costs the same
+    # on real network maps and gives the official people on tied ones (e.g. the oracle's).
     ties: Literal["official", "index"] = "official"
     # ties='index' only: where NMS + top-k run: 'auto' = torch for tensors off the CPU (GPU), numpy
     # otherwise; or forced.
@@ -213,6 +214,20 @@ def _gather_candidates(tags: torch.Tensor, val: torch.Tensor, ind: torch.Tensor,
     return np.ascontiguousarray(out[0], np.float32), out[1].astype(np.int64), np.ascontiguousarray(out[2], np.float32)
 
 
+def _order_may_differ(val_k: np.ndarray, threshold: float) -> bool:
+    """Whether the fast candidates (ties by flat index) can differ from torch.topk's: only when two peaks
+    that pass the threshold have exactly the same value, or when all k slots pass (the k-th may tie with a
+    peak left out). Distinct passing values are ordered the same way by both."""
+    passing = val_k > threshold
+    if passing[:, -1].any():
+        return True
+    for row, keep in zip(val_k, passing):
+        v = row[keep]
+        if v.size > 1 and np.unique(v).size < v.size:
+            return True
+    return False
+
+
 def _quarter_offsets(det: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """±0.25 towards the larger horizontal / vertical neighbour of det[joint, y, x] (ties go negative)."""
     _, h, w = det.shape
@@ -349,7 +364,7 @@ def decode(
     """
     params = params or DecodeParams()
     on_device = isinstance(heatmaps, torch.Tensor) and heatmaps.device.type != "cpu"
-    use_torch = params.ties == "official" or params.topk == "torch" or (params.topk == "auto" and on_device)
+    use_torch = params.topk == "torch" or (params.topk == "auto" and on_device)
     k, thr = params.match.max_num_people, params.match.detection_threshold
     if use_torch:
         heat_t = torch.as_tensor(heatmaps)
@@ -376,6 +391,11 @@ def decode(
             tag_k, loc_k, val_k = (c[b] for c in candidates)
         else:
             tag_k, loc_k, val_k = top_k(det[b], tag[b], k, params.nms_kernel, thr)
+            if params.ties == "official" and _order_may_differ(val_k, thr):
+                # exactly equal passing peaks: only torch.topk over the dense map knows the official order
+                tag_k, loc_k, val_k = (c[0] for c in top_k_official(
+                    torch.from_numpy(np.ascontiguousarray(det[b:b + 1])),
+                    torch.from_numpy(np.ascontiguousarray(tag[b:b + 1])), k, params.nms_kernel))
         people = match_by_tag(tag_k, loc_k, val_k, params.match)
         if params.adjust:
             people = adjust(people, det[b])
