@@ -129,3 +129,17 @@ def test_munkres_handoff_keeps_tie_breaking() -> None:
             cost = np.concatenate((cost, np.full((rows, rows - cols), 1e10)), axis=1)
         expected = [(int(r), int(c)) for r, c in Munkres().compute(cost.copy())]
         assert munkres_solver(cost) == expected
+
+
+def test_official_ties_fall_back_to_the_dense_order_only_on_ties(monkeypatch) -> None:
+    import distill.codec.decode as dec
+
+    calls = []
+    dense = dec.top_k_official
+    monkeypatch.setattr(dec, "top_k_official", lambda *a, **k: calls.append(1) or dense(*a, **k))
+    heat, tags = fake_outputs(96, 80, 6, seed=3)  # continuous values: no exact ties
+    decode(heat, tags, DecodeParams())
+    assert calls == []
+    heat, tags = _plateau_maps(0)
+    decode(heat, tags, DecodeParams())
+    assert calls == [1]
