@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 from distill.errors import AEDistillError, user_message
 
@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plain_warnings(command: str) -> None:
-    """Our own warnings (about the user's data or settings) as one line, without the source file and line."""
+def _plain_warnings(command: str) -> Any:
+    """Our own warnings (about the user's data or settings) as one line, without the source file and line.
+    Returns the previous formatter (restored when `main` returns, for in-process callers)."""
     default = warnings.formatwarning
 
     def formatwarning(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
@@ -48,11 +49,12 @@ def _plain_warnings(command: str) -> None:
         return default(message, category, filename, lineno, line)
 
     warnings.formatwarning = formatwarning
+    return default
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _plain_warnings(args.command)
+    previous = _plain_warnings(args.command)
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
@@ -62,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"distill {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous
 
 
 if __name__ == "__main__":
