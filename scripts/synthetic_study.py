@@ -87,7 +87,7 @@ def _final_stats(out: Path) -> dict[str, float]:
 RESCORED = "rescored.json"
 
 
-def rescore(out: Path, cfg: dict[str, Any]) -> dict[str, float]:
+def rescore(out: Path, cfg: dict[str, Any], data: Path | None = None) -> dict[str, float]:
     """The run's final model scored again with the current test path (flip, official decoding), so every
     row of the table is decoded by the same code even when runs finished under different versions."""
     import subprocess as sp
@@ -99,9 +99,9 @@ def rescore(out: Path, cfg: dict[str, Any]) -> dict[str, float]:
     from distill.predict import Predictor, evaluate_model
 
     commit = sp.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    path = out / RESCORED
+    path = out / (RESCORED if data is None else f"rescored_{Path(data).name}.json")
     weights = out / "model.pt"
-    stamp = {"model_mtime_ns": weights.stat().st_mtime_ns, "commit": commit}
+    stamp = {"model_mtime_ns": weights.stat().st_mtime_ns, "commit": commit, "data": str(data or cfg["data"]["root"])}
     if path.exists():
         old = json.loads(path.read_text())
         if {k: old.get(k) for k in stamp} == stamp:
@@ -109,8 +109,8 @@ def rescore(out: Path, cfg: dict[str, Any]) -> dict[str, float]:
     model = load_model(f"{cfg['model']['kind']}:{cfg['model']['name']}:{weights}")
     predictor = Predictor(model, input_size=int(cfg["data"]["input_size"]), flip=True, device="cpu")
     with torch.no_grad():
-        stats = evaluate_model(predictor, cfg["data"]["root"], cfg["data"]["val_split"],
-                               limit=cfg["data"].get("eval_images") or None, show_progress=False)
+        stats = evaluate_model(predictor, data or cfg["data"]["root"], cfg["data"]["val_split"],
+                               limit=None if data else cfg["data"].get("eval_images") or None, show_progress=False)
     write_json_atomic(path, {**stamp, "stats": stats})
     return stats
 
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table-only", action="store_true", help="only tabulate the finished runs under --root")
     ap.add_argument("--rescore", action="store_true",
                     help="score every finished student again with the current code (cached per commit) and tabulate that")
+    ap.add_argument("--rescore-on", type=Path, default=None, metavar="DATA",
+                    help="with --rescore: score on this dataset's whole val split instead (e.g. one drawn with a fresh seed)")
     args = ap.parse_args(argv)
     root = args.root
     runs = [(label, cfg, f"{prefix}_seed{seed}", extra, seed)
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cfg = _config(out)
         budgets.setdefault(_budget(cfg), []).append(name)
-        stats = rescore(out, cfg) if args.rescore else _final_stats(out)
+        stats = rescore(out, cfg, args.rescore_on) if args.rescore else _final_stats(out)
         results.setdefault(label, []).append((seed, stats, _run_seconds(out), cfg))
     if len(budgets) > 1:
         raise SystemExit("the student runs do not share one budget: " + "; ".join(
@@ -247,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         teacher_stats = [(label, _final_stats(out), _run_seconds(out)) for label, out in teacher_rows]
     table = _table(teacher_stats, walls, results)
     print(table)
-    scored = ("every student rescored by `--rescore` with the code at commit "
-              f"{json.loads((root / runs[0][2] / RESCORED).read_text())['commit']} (flip test, official decoding)"
-              if args.rescore and (root / runs[0][2] / RESCORED).exists() else "scores from each run's final evaluation")
+    where = f" on {args.rescore_on} val2017 (all images)" if args.rescore_on else ""
+    scored = (f"every student rescored by `--rescore`{where} (flip test, official decoding)" if args.rescore
+              else "scores from each run's final evaluation")
     table += f"\n{scored}"
     (root / "study.md").write_text("### Synthetic study: GT-only vs distilled students, equal budget\n\n" + table + "\n")
     print(f"written to {root / 'study.md'}")
