@@ -504,6 +504,7 @@ class TeacherStore:
                                           for i in self.index["shards"][key]["images"]}
         self._records: dict[int, dict[str, Any]] = {}
         self._arrays: dict[tuple[int, int], np.ndarray] = {}
+        self._files_checked: set[str] = set()
         if verify != "none":
             self.verify(checksum=verify == "sha256")
 
@@ -647,11 +648,16 @@ class TeacherStore:
     def check_image_file(self, image_id: Any, path: str | os.PathLike[str]) -> None:
         """The image file a sample was read from is the one the store's maps were computed on (by sha256;
         stores built before the hash was recorded are not checked)."""
+        key = str(image_id)
+        if key in self._files_checked:  # once per image and process: every epoch re-reads the same files
+            return
         want = self.entry(image_id).get("file_sha256")
-        if want is not None and sha256_file(path) != want:
+        got = sha256_file(path) if want is not None else None
+        if got != want:
             raise StoreMismatchError(f"{self.root}: image id {image_id}: {path} is not the image the teacher store "
-                                     f"was built on (file sha256 {_short(sha256_file(path))}, store {_short(want)}); "
+                                     f"was built on (file sha256 {_short(got)}, store {_short(want)}); "
                                      "rebuild the store for this dataset")
+        self._files_checked.add(key)
 
     def check_matches(self, teacher: Any = None, weights_path: str | os.PathLike[str] | None = None,
                       weights_sha256: str | None = None, input_size: int | None = None,

@@ -381,8 +381,8 @@ class Trainer:
             if "optim.weight_decay" in changed and group.get("weight_decay", 0.0) > 0:
                 group["weight_decay"] = o.weight_decay
         self.scheduler.base_lrs = [o.lr for _ in self.optimizer.param_groups]
-        for group, factor in zip(self.optimizer.param_groups, [lr_factor(self.global_step, self.steps_per_epoch,
-                                                                         self.cfg)] * len(self.optimizer.param_groups)):
+        factor = lr_factor(self.global_step, self.steps_per_epoch, self.cfg)
+        for group in self.optimizer.param_groups:
             group["lr"] = o.lr * factor
         if "optim.batch_size" in changed:  # keep the samples already seen this epoch, in the new batch size
             old_bs = int(changed["optim.batch_size"][0])
