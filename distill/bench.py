@@ -47,6 +47,7 @@ from torch import nn
 
 from distill.config import input_size_arg
 from distill.atomic import write_bytes_atomic, write_text_atomic
+from distill.codec.decode import DECODE_MODES
 from distill.errors import AEDistillError, ensure_writable_dir
 from distill.evaluate import STAT_NAMES
 from distill.models import KINDS, ModelSpec, ModelSpecError, contract_of, load_model, model_config, parse_model_spec
@@ -249,6 +250,26 @@ def _timed_predictor_class() -> type:
     return TimedPredictor
 
 
+def _timed_eval(model: nn.Module, ds: Any, split: str, input_size: int, limit: int | None, device: str,
+                keep: int, decode: str, label: str, show_progress: bool) -> tuple[dict[str, float], Any]:
+    """COCO stats through a TimedPredictor in decode mode `decode` (after one untimed warm-up image)."""
+    from distill.codec.decode import decode_mode
+    from distill.predict import evaluate_model
+
+    predictor = _timed_predictor_class()(model, ds.spec, input_size=input_size, flip=True, device=device,
+                                         keep=keep, **decode_mode(decode))
+    if len(ds):
+        predictor.predict(ds.load_image(0))  # warm-up (layout, codec, allocator); not timed, not scored
+        predictor.per_image.clear()
+        predictor.kept.clear()
+    try:
+        stats = evaluate_model(predictor, ds.root, split, annotation_file=ds.annotation_file,
+                               image_dir=ds.image_dir, limit=limit, batch_size=1, show_progress=show_progress)
+    except AEDistillError as exc:
+        raise BenchError(f"model {label!r}: evaluation failed ({decode} decoding): {exc}") from None
+    return stats, predictor
+
+
 # ------------------------------------------------------------------------------------------ bench
 def _dataset(data: str | Path, split: str) -> Any:
     from distill.data.coco import CocoKeypointDataset
@@ -260,10 +281,11 @@ def _dataset(data: str | Path, split: str) -> Any:
 
 def bench_model(entry: ModelEntry, ds: Any, split: str, *, input_size: int = 512, limit: int | None = None,
                 repeats: int = 10, warmup: int = 2, gpu: bool = True, gpu_batches: Sequence[int] = (1, 32),
-                overlays: int = 0, device: str = "cpu", show_progress: bool = True) -> dict[str, Any]:
-    """One row of the report for one model (see the module docstring); `ds` is the split's dataset."""
+                overlays: int = 0, device: str = "cpu", show_progress: bool = True,
+                decode: str = "official") -> dict[str, Any]:
+    """One row of the report for one model (see the module docstring); `ds` is the split's dataset. AP and
+    timings use `decode`; every other decode mode is scored in a second pass (`AP_<mode>`, ...)."""
     from distill.flops import count_macs
-    from distill.predict import evaluate_model
 
     model = load_entry(entry)
     num_joints = contract_of(model).num_joints
@@ -283,20 +305,17 @@ def bench_model(entry: ModelEntry, ds: Any, split: str, *, input_size: int = 512
                            show_progress=show_progress)
 
     # AP, grouping and end to end through the shared Predictor (flip test, official settings).
-    predictor = _timed_predictor_class()(model, ds.spec, input_size=input_size, flip=True, device=device,
-                                         keep=overlays)
+    stats, predictor = _timed_eval(model, ds, split, input_size, limit, device, overlays, decode, entry.label,
+                                   show_progress)
     n_images = len(ds) if limit is None else min(int(limit), len(ds))
-    if n_images:
-        predictor.predict(ds.load_image(0))  # warm-up (layout, codec, allocator); not timed, not scored
-        predictor.per_image.clear()
-        predictor.kept.clear()
-    try:
-        stats = evaluate_model(predictor, ds.root, split, annotation_file=ds.annotation_file,
-                               image_dir=ds.image_dir, limit=limit, batch_size=1, show_progress=show_progress)
-    except AEDistillError as exc:
-        raise BenchError(f"model {entry.label!r}: evaluation failed: {exc}") from None
     row["tags"] = contract_of(model).tag_maps
+    row["decode"] = decode
     row.update({k: stats[k] for k in STAT_NAMES})
+    for mode in sorted(set(DECODE_MODES) - {decode}):  # the other modes: a second pass (their maps may differ)
+        other, other_pred = _timed_eval(model, ds, split, input_size, limit, device, 0, mode, entry.label,
+                                        show_progress)
+        row.update({f"AP_{mode}": other["AP"], f"AR_{mode}": other["AR"],
+                    f"group_ms_{mode}": _median([p["decode"] for p in other_pred.per_image])})
     per = predictor.per_image
     med = {k: _median([p[k] for p in per]) for k in ("preprocess", "network", "aggregate", "decode", "e2e")}
     row.update({
@@ -325,7 +344,8 @@ def bench_model(entry: ModelEntry, ds: Any, split: str, *, input_size: int = 512
 def run_bench(models: Sequence[ModelEntry], data: str | Path, split: str = "val2017", *, input_size: int = 512,
               limit: int | None = None, repeats: int = 10, warmup: int = 2, gpu: bool = True,
               gpu_batches: Sequence[int] = (1, 32), overlays: int = 4, device: str = "cpu",
-              show_progress: bool = True, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+              show_progress: bool = True, log: Callable[[str], None] | None = None,
+              decode: str = "official") -> list[dict[str, Any]]:
     """Bench every model on `data`/`split`; returns one dict per model (the csv row; keys starting with
     "_" carry overlay material for `write_report`). All names and checkpoints are checked first."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -347,7 +367,7 @@ def run_bench(models: Sequence[ModelEntry], data: str | Path, split: str = "val2
             f"{entry.weights or 'random init'})")
         rows.append(bench_model(entry, ds, split, input_size=input_size, limit=limit, repeats=repeats,
                                 warmup=warmup, gpu=gpu, gpu_batches=gpu_batches, overlays=overlays,
-                                device=device, show_progress=show_progress))
+                                device=device, show_progress=show_progress, decode=decode))
     return rows
 
 
@@ -384,6 +404,8 @@ def table_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
     cols += [(n, n, ".3f") for n in ("AP", "AP50", "AP75", "APm", "APl", "AR")]
     cols += [("network ms", "net_ms", "ms"), ("grouping ms", "group_ms", "ms"), ("e2e ms", "e2e_ms", "ms"),
              ("images/s", "e2e_img_s", ".2f")]
+    for mode in sorted({k[len("AP_"):] for row in rows for k in row if k.startswith("AP_")}):
+        cols += [(f"AP {mode}", f"AP_{mode}", ".3f"), (f"grouping ms {mode}", f"group_ms_{mode}", "ms")]
     for b, dname in _gpu_keys(rows):
         cols.append((f"GPU b{b} {dname} ms", f"gpu_b{b}_{dname}_ms", "ms"))
         if b > 1:
@@ -424,7 +446,8 @@ def _notes(rows: Sequence[dict[str, Any]]) -> list[str]:
     r = rows[0]
     notes = [
         f"{r.get('data')}/{r.get('split')}: {r.get('images')} images, input {r.get('input_size')}x"
-        f"{r.get('input_size')} (square for params/GMACs/network timing), flip test, official decode settings.",
+        f"{r.get('input_size')} (square for params/GMACs/network timing), flip test, {r.get('decode', 'official')} "
+        "decoding (the 'AP <mode>' columns: the other decode mode, same images; docs/decoding.md).",
         "GMACs: the papers' convention (deconvolutions at output resolution); GFLOPs: 2 x true MACs.",
         f"CPU timings (torch threads: {r.get('cpu_threads')}): network = forward only, batch 1; grouping = "
         f"decode of the model's outputs per image; e2e = Predictor per image on {r.get('e2e_device')} "
@@ -578,6 +601,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="device of the AP evaluation and the end-to-end timing (default cpu)")
+    parser.add_argument("--decode", choices=sorted(DECODE_MODES), default="official",
+                        help="decoding of the main AP and timings (default official); the other mode is scored "
+                             "too, in a second pass")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -594,7 +620,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rows = run_bench(entries, args.data, args.split, input_size=args.input_size, limit=args.limit,
                      repeats=args.repeats, warmup=args.warmup, gpu=not args.no_gpu, gpu_batches=args.gpu_batches,
-                     overlays=max(0, args.overlays), device=args.device)
+                     overlays=max(0, args.overlays), device=args.device, decode=args.decode)
     paths = write_report(rows, args.out)
     print(format_table(rows))
     print()

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill.codec.decode import DECODE_MODES, decode_mode
 from distill.config import input_size_arg
 from distill.atomic import write_json_atomic, write_text_atomic
 from distill.errors import AEDistillError, ensure_writable_dir
@@ -346,6 +347,7 @@ def compare_tags(
     pca: TagReducer | None = None,
     show_progress: bool = False,
     print_table: bool = False,
+    decode: str = "official",
 ) -> list[dict[str, Any]]:
     """The compare-tags study; returns the table rows (dicts, in table order).
 
@@ -353,7 +355,7 @@ def compare_tags(
     built model. `pca`: a fitted reducer to use instead of fitting one on `fit_split`. With `out`, writes
     `compare_tags.md` and `compare_tags.json` there (atomically). Each row: row, model, reduction, tag_maps,
     AP, AP50, AP75, AR, delta_AP, stats (all 10 COCO stats); the pca row also has `pca_state`, student
-    rows `budget`.
+    rows `budget`. `decode`: the decode mode of every row (official or improved).
     """
     for r in rules:
         if r not in TAG_RULES:
@@ -363,7 +365,7 @@ def compare_tags(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     t_model.eval()
-    common = dict(input_size=input_size, flip=flip, device=device)
+    common = dict(input_size=input_size, flip=flip, device=device, **decode_mode(decode))
     ev = dict(limit=limit, batch_size=batch_size, show_progress=show_progress)
 
     rows: list[dict[str, Any]] = []
@@ -481,6 +483,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-flip", action="store_true", help="no flip test")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    parser.add_argument("--decode", choices=sorted(DECODE_MODES), default="official",
+                        help="decoding of every row: official (default) or improved (docs/decoding.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -492,6 +496,6 @@ def run(args: argparse.Namespace) -> int:
     compare_tags(args.teacher, args.data, args.split, limit=args.limit, input_size=args.input_size,
                  fit_split=args.fit_split, fit_images=args.fit_images, students=args.students, out=args.out,
                  device=args.device, flip=not args.no_flip, batch_size=args.batch_size,
-                 show_progress=sys.stderr.isatty(), print_table=True)
+                 show_progress=sys.stderr.isatty(), print_table=True, decode=args.decode)
     print(f"written: {Path(args.out) / MD_NAME}, {Path(args.out) / JSON_NAME}")
     return 0

@@ -117,6 +117,7 @@ class TrainSection:
     # then the new values apply from the resumed step on and config.json records what changed when.
     resume_override: bool = False
     tensorboard: bool = True
+    eval_decode: str = "official"  # decoding of the training-time evaluation: 'official' or 'improved'
 
 
 @dataclass
@@ -163,6 +164,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("loss", "heatmap_loss"): ("mse", "weighted", "focal"), ("loss", "tag_kd_type"): ("absolute", "relational"),
     ("loss", "tag_reduction"): ("first", "mean", "pca"), ("optim", "name"): ("adam", "adamw"),
     ("optim", "schedule"): ("step", "cosine"), ("train", "amp"): ("none", "bf16", "fp16"),
+    ("train", "eval_decode"): ("official", "improved"),
 }
 
 

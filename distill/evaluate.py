@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -18,7 +17,7 @@ import numpy as np
 from distill.atomic import write_json_atomic
 from distill.errors import DataError
 from distill.geometry import InferenceResize
-from distill.keypoints import COCO_KEYPOINT_NAMES, COCO_OKS_SIGMAS
+from distill.keypoints import oks_sigmas
 
 STAT_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
@@ -45,15 +44,6 @@ def people_to_results(
             "score": float(score),
         })
     return results
-
-
-def oks_sigmas(keypoint_names: Sequence[str]) -> np.ndarray:
-    """COCO's per-joint OKS sigmas, looked up by joint name; 0.79 (shoulder-like) for unknown names."""
-    table = dict(zip(COCO_KEYPOINT_NAMES, COCO_OKS_SIGMAS))
-    unknown = [n for n in keypoint_names if n.lower() not in table]
-    if unknown and len(keypoint_names) != 17:
-        warnings.warn(f"no COCO OKS sigma for joints {unknown}; using 0.79 for them", RuntimeWarning, stacklevel=2)
-    return np.array([table.get(n.lower(), 0.79) for n in keypoint_names]) / 10.0
 
 
 def coco_keypoint_eval(

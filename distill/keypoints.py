@@ -5,8 +5,11 @@ COCO-format keypoint dataset work. COCO's definition is the default.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+import numpy as np
 
 from distill.errors import DataError
 
@@ -27,6 +30,16 @@ COCO_GROUPING_ORDER: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10
 COCO_OKS_SIGMAS: tuple[float, ...] = (
     0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89,
 )
+
+
+def oks_sigmas(keypoint_names: Sequence[str]) -> np.ndarray:
+    """COCO's per-joint OKS sigmas, looked up by joint name; 0.79 (shoulder-like) for unknown names."""
+    table = dict(zip(COCO_KEYPOINT_NAMES, COCO_OKS_SIGMAS))
+    unknown = [n for n in keypoint_names if n.lower() not in table]
+    if unknown and len(keypoint_names) != 17:
+        warnings.warn(f"no COCO OKS sigma for joints {unknown}; using 0.79 for them", RuntimeWarning, stacklevel=2)
+    return np.array([table.get(n.lower(), 0.79) for n in keypoint_names]) / 10.0
+
 
 def _mirror_name(name: str) -> str:
     """'left_knee' -> 'right_knee', 'l_hip' -> 'r_hip'; names without a side map to themselves."""

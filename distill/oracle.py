@@ -12,7 +12,9 @@ Imperfect-map variants, defined per image so every decoder sees the same maps:
                       1/2-resolution tag maps (float64, added, cast back to float32), before the projection;
   --heatmap-jitter J  adds default_rng([S + 1000003, image_id]).uniform(0, J, (J, h/2, w/2)) to the
                       1/2-resolution heatmaps the same way (it breaks the exact ties of the projected peaks);
-with S = --noise-seed. `--max-people N` is the decoder's person limit (and top-k per joint).
+with S = --noise-seed. `--max-people N` is the decoder's person limit (and top-k per joint); `--decode improved`
+decodes with the improved preset (plateau de-duplication, DARK sub-pixel steps, grouping on the 1/2-resolution
+maps without the projection; docs/decoding.md).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from distill.config import input_size_arg
-from distill.codec.decode import DecodeParams, decode
+from distill.codec.decode import DECODE_MODES, DecodeParams, decode
 from distill.codec.matching import MatchParams
 from distill.codec.targets import render_heatmaps
 from distill.data.coco import _read_json, annotation_path, validate_coco_keypoints
@@ -62,10 +64,10 @@ JITTER_SEED_OFFSET = 1000003
 
 
 def oracle_maps(image: dict[str, Any], anns: list[dict[str, Any]], num_joints: int, input_size: int,
-                tag_noise: float = 0.0, heatmap_jitter: float = 0.0, noise_seed: int = 0
+                tag_noise: float = 0.0, heatmap_jitter: float = 0.0, noise_seed: int = 0, project: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """Perfect (or, with noise, imperfect) heatmaps (1, J, H, W) and tags (1, J, H, W, 1) at the input size,
-    and the resize."""
+    """Perfect (or, with noise, imperfect) heatmaps (1, J, H, W) and tags (1, J, H, W, 1) at the input size
+    (`project=False`: at the 1/2 resolution they are rendered at), and the resize."""
     resize = inference_resize(int(image["width"]), int(image["height"]), input_size)
     in_w, in_h = resize.size
     out_hw = (in_h // 2, in_w // 2)
@@ -87,14 +89,19 @@ def oracle_maps(image: dict[str, Any], anns: list[dict[str, Any]], num_joints: i
         heat_np = (heat_np.astype(np.float64) + jitter).astype(np.float32)
     heat = torch.from_numpy(heat_np)[None]
     tags = torch.from_numpy(tags_np)[None]
-    heat = _resize(heat, (in_h, in_w))
-    tags = _resize(tags, (in_h, in_w))[..., None]
-    return heat, tags, resize
+    if project:
+        heat = _resize(heat, (in_h, in_w))
+        tags = _resize(tags, (in_h, in_w))
+    return heat, tags[..., None], resize
 
 
 def run_oracle(data: Path, split: str, input_size: int = 512, adjust: bool = True, refine: bool = True,
                results_file: Path | None = None, show_progress: bool = True, tag_noise: float = 0.0,
-               heatmap_jitter: float = 0.0, noise_seed: int = 0, max_people: int = 30) -> dict[str, float]:
+               heatmap_jitter: float = 0.0, noise_seed: int = 0, max_people: int = 30,
+               mode_name: str = "official", decode_overrides: dict[str, Any] | None = None) -> dict[str, float]:
+    """COCO stats of the decoder on the oracle's maps; `mode_name` a `--decode` preset, `decode_overrides`
+    further DecodeParams fields (experiments)."""
+    mode = DECODE_MODES[mode_name]
     ann_file = annotation_path(data, split)
     dataset = _read_json(ann_file)
     category = validate_coco_keypoints(dataset, str(ann_file))
@@ -106,14 +113,15 @@ def run_oracle(data: Path, split: str, input_size: int = 512, adjust: bool = Tru
 
     params = DecodeParams(
         match=MatchParams(num_joints=spec.num_joints, joint_order=spec.grouping_order, max_num_people=max_people),
-        adjust=adjust, refine=refine
+        adjust=adjust, refine=refine, **{**mode.overrides, **(decode_overrides or {})}
     )
     results = []
     for image in progress(dataset["images"], f"oracle {split}", enabled=show_progress, unit="img"):
         heat, tags, resize = oracle_maps(image, anns_by_image.get(image["id"], []), spec.num_joints, input_size,
-                                         tag_noise, heatmap_jitter, noise_seed)
+                                         tag_noise, heatmap_jitter, noise_seed, mode.project)
         (out,) = decode(heat, tags, params)
-        results += people_to_results(out.people, out.scores, image["id"], resize, category_id=category["id"])
+        map_size = (int(heat.shape[-1]), int(heat.shape[-2]))
+        results += people_to_results(out.people, out.scores, image["id"], resize, map_size, category_id=category["id"])
     return coco_keypoint_eval(ann_file, results, results_file, keypoint_names=spec.names)
 
 
@@ -130,7 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="uniform [0, J) noise on the 1/2-resolution heatmaps")
     parser.add_argument("--noise-seed", type=int, default=0, metavar="S")
     parser.add_argument("--max-people", type=int, default=30, metavar="N", help="decoder person limit (default 30)")
-    parser.add_argument("--decode", choices=("official",), default="official", help="decoding (default official)")
+    parser.add_argument("--decode", choices=sorted(DECODE_MODES), default="official",
+                        help="decoding: official (default) or improved (docs/decoding.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     stats = run_oracle(args.data, args.split, args.input_size, not args.no_adjust, not args.no_refine, args.results,
                        show_progress=True, tag_noise=args.tag_noise, heatmap_jitter=args.heatmap_jitter,
-                       noise_seed=args.noise_seed, max_people=args.max_people)
+                       noise_seed=args.noise_seed, max_people=args.max_people,
+                       mode_name=args.decode)
     steps = ", ".join(s for s, on in (("adjust", not args.no_adjust), ("refine", not args.no_refine)) if on) or "none"
     noise = (f"; tag noise {args.tag_noise:g}, heatmap jitter {args.heatmap_jitter:g}, seed {args.noise_seed}"
              if args.tag_noise or args.heatmap_jitter else "")

@@ -17,6 +17,7 @@ from typing import Any
 import cv2
 
 from distill.atomic import write_bytes_atomic, write_json_atomic
+from distill.codec.decode import DECODE_MODES, decode_mode
 from distill.config import input_size_arg
 from distill.data.images import ImageReadError
 from distill.errors import DataError, ensure_writable_dir, ensure_writable_file
@@ -25,9 +26,6 @@ from distill.models import contract_of, load_model, parse_model_spec
 from distill.predict import Predictor, read_image
 from distill.progress import progress
 from distill.visualize import list_images, spec_from_annotations, visualize_image
-
-DECODE_MODES = ("official",)
-
 
 def image_id_of(path: Path) -> Any:
     return int(path.stem) if path.stem.isdigit() else path.name
@@ -76,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=input_size_arg, default=512, help="test input size (default 512)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--decode", choices=DECODE_MODES, default="official", help="decoding (default official)")
+    parser.add_argument("--decode", choices=sorted(DECODE_MODES), default="official",
+                        help="decoding: official (the HigherHRNet parser, default) or improved (docs/decoding.md)")
     parser.add_argument("--score-thr", type=float, default=0.1, help="overlays: draw people scoring at least this")
     parser.add_argument("--keypoints", type=Path, default=None, metavar="ANN.json",
                         help="joint names / skeleton from this COCO annotation file (default COCO's 17)")
@@ -100,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     if joints != kp.num_joints:
         raise DataError(f"{spec} predicts {joints} joints but the keypoint definition has {kp.num_joints}; "
                         "pass --keypoints with the dataset's annotation file")
-    predictor = Predictor(model, kp, input_size=args.input_size, flip=True, device=args.device)
+    predictor = Predictor(model, kp, input_size=args.input_size, flip=True, device=args.device,
+                          **decode_mode(args.decode))
     results, failed = predict_images(predictor, images, args.batch_size, args.overlays, kp, args.score_thr,
                                      spec.name, show_progress=not args.no_progress and sys.stderr.isatty())
     write_json_atomic(args.out, results)

@@ -34,6 +34,7 @@ from torch import nn
 
 from distill.amp import AmpError, amp_dtype, autocast, module_device
 from distill.atomic import atomic_path, write_json_atomic
+from distill.codec.decode import decode_mode
 from distill.config import ConfigError, RunConfig, load_config, validate
 from distill.data.coco import CocoKeypointDataset
 from distill.errors import CheckpointError, TrainingDiverged, ensure_writable_dir
@@ -512,7 +513,7 @@ class Trainer:
         from distill.predict import Predictor, evaluate_model
 
         predictor = Predictor(self.final_model, self.dataset.spec, input_size=self.cfg.data.input_size, flip=True,
-                              device=self.device)
+                              device=self.device, **decode_mode(self.cfg.train.eval_decode))
         stats = evaluate_model(predictor, self.cfg.data.root, self.cfg.data.val_split,
                                limit=self.cfg.data.eval_images or None, show_progress=False)
         train_note = ""
@@ -552,7 +553,7 @@ class Trainer:
 # Keys that say how a run is executed or watched, not what it trains: free to change on resume.
 RESUME_FREE_KEYS = frozenset({
     "train.out", "train.max_steps", "train.max_minutes", "train.eval_every", "train.ckpt_every", "train.log_every",
-    "train.threads", "train.device", "train.tensorboard", "train.channels_last", "train.resume_override", "data.workers", "data.eval_images",
+    "train.threads", "train.device", "train.tensorboard", "train.eval_decode", "train.channels_last", "train.resume_override", "data.workers", "data.eval_images",
     "data.eval_train_images", "data.skip_bad_images", "data.val_split", "teacher.store",
 })
 

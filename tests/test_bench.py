@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 from distill import bench
@@ -22,7 +23,7 @@ from distill.bench import (
 from distill.errors import AEDistillError
 
 EXPECTED_COLUMNS = ["model", "T", "params M", "GMACs", "GFLOPs", "AP", "AP50", "AP75", "APm", "APl", "AR",
-                    "network ms", "grouping ms", "e2e ms", "images/s"]
+                    "network ms", "grouping ms", "e2e ms", "images/s", "AP improved", "grouping ms improved"]
 
 
 def bench_cli(argv: list[str]) -> int:
@@ -107,7 +108,7 @@ def test_csv_numbers(report: tuple[Path, str, str]) -> None:
 def test_gpu_columns_in_table() -> None:
     row = {"label": "a", "kind": "student", "tags": 1, "params_m": 1.0, "gmacs": 1.0, "gflops": 1.5,
            "AP": 0.5, "AP50": 0.7, "AP75": 0.5, "APm": 0.4, "APl": -1.0, "AR": 0.6, "net_ms": 5.0,
-           "group_ms": 1.0, "e2e_ms": 12.0, "e2e_img_s": 83.3,
+           "group_ms": 1.0, "e2e_ms": 12.0, "e2e_img_s": 83.3, "AP_improved": 0.51, "group_ms_improved": 0.9,
            "gpu_b1_fp32_ms": 2.0, "gpu_b1_bf16_ms": 1.5, "gpu_b32_fp32_ms": 20.0, "gpu_b32_bf16_ms": 10.0,
            "gpu_b32_fp32_img_s": 1600.0, "gpu_b32_bf16_img_s": 3200.0}
     table = _table(format_table([row]))
@@ -170,3 +171,13 @@ def test_registered_subcommand() -> None:
 
     assert SUBCOMMANDS["bench"][0] == "distill.bench"
     assert issubclass(BenchError, AEDistillError)
+
+
+def test_bench_scores_the_other_decode_mode(report: tuple[Path, str, str]) -> None:
+    """Every row carries the other mode's AP and grouping time, and the main mode is recorded."""
+    out, _, _ = report
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        assert row["decode"] == "official"
+        assert -1.0 <= float(row["AP_improved"]) <= 1.0 and float(row["group_ms_improved"]) > 0

@@ -37,7 +37,9 @@ class AECodec:
 
     @classmethod
     def for_keypoints(cls, spec: KeypointSpec, tag_per_joint: bool = True, **decode_overrides: object) -> "AECodec":
-        match = MatchParams(num_joints=spec.num_joints, joint_order=spec.grouping_order)
+        """`decode_overrides`: DecodeParams fields; `match={...}` overrides MatchParams fields."""
+        match_overrides = dict(decode_overrides.pop("match", None) or {})  # type: ignore[call-overload]
+        match = replace(MatchParams(num_joints=spec.num_joints, joint_order=spec.grouping_order), **match_overrides)
         decoding = replace(DecodeParams(match=match), **decode_overrides)  # type: ignore[arg-type]
         return cls(TargetConfig(tag_per_joint=tag_per_joint), decoding)
 

@@ -19,7 +19,7 @@ torch path is tested on CPU tensors against the numpy one.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Sequence
 
 import cv2
@@ -27,7 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from distill.codec.improve import (candidate_cap, dedup_candidates, grown_limit, person_nms, quarter_offsets,
+                                   subpixel_offsets)
 from distill.codec.matching import MatchParams, match_by_tag
+from distill.keypoints import COCO_KEYPOINT_NAMES, oks_sigmas
 
 
 @dataclass(frozen=True)
@@ -49,14 +52,60 @@ class DecodeParams:
     # ties='index' only: where NMS + top-k run: 'auto' = torch for tensors off the CPU (GPU), numpy
     # otherwise; or forced.
     topk: Literal["auto", "numpy", "torch"] = "auto"
+    # Beyond the official parser (see `distill.codec.improve`; all off by default, on in DECODE_MODES["improved"]):
+    # drop exact plateau copies among each joint's NMS peaks before matching;
+    dedup: bool = False
+    # top-k and person limit = the most distinct passing peaks of any joint (>= match.max_num_people);
+    grow_limits: bool = False
+    # sub-pixel step of adjust/refine: 'quarter' (official) or 'dark' (Newton step on the log-heatmap);
+    subpixel: Literal["quarter", "dark"] = "quarter"
+    # OKS threshold of the greedy person NMS after refine (0 = off); OKS sigmas per joint (empty: by joint
+    # name for COCO's 17, else 0.079).
+    person_nms: float = 0.0
+    oks_sigmas: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.ties not in ("official", "index"):
             raise ValueError(f"DecodeParams.ties must be 'official' or 'index', got {self.ties!r}")
         if self.topk not in ("auto", "numpy", "torch"):
             raise ValueError(f"DecodeParams.topk must be 'auto', 'numpy' or 'torch', got {self.topk!r}")
+        if self.subpixel not in ("quarter", "dark"):
+            raise ValueError(f"DecodeParams.subpixel must be 'quarter' or 'dark', got {self.subpixel!r}")
+        if not 0.0 <= self.person_nms < 1.0:
+            raise ValueError(f"DecodeParams.person_nms is an OKS threshold in [0, 1) (0 = off), got {self.person_nms}")
+        if self.oks_sigmas and len(self.oks_sigmas) != self.match.num_joints:
+            raise ValueError(f"DecodeParams.oks_sigmas has {len(self.oks_sigmas)} values for {self.match.num_joints} joints")
         if self.nms_kernel < 1 or self.nms_kernel % 2 == 0:
             raise ValueError(f"DecodeParams.nms_kernel must be a positive odd number, got {self.nms_kernel}")
+
+
+@dataclass(frozen=True)
+class DecodeMode:
+    """A `--decode MODE` preset: DecodeParams overrides, and where grouping runs. `project=True` (official)
+    groups on the maps projected to the input size; False groups on the network's last-output resolution
+    (1/2 of the input for HigherHRNet) and maps the people to the image afterwards (UDP's observation)."""
+
+    overrides: dict[str, object] = field(default_factory=dict)
+    project: bool = True
+
+    def predictor_kwargs(self) -> dict[str, object]:
+        """Keyword arguments of `Predictor` for this mode."""
+        return {"project": self.project, **self.overrides}
+
+
+# 'improved' = the options of `distill.codec.improve` that helped on the oracle and on network maps
+# (docs/decoding.md), ties by index (no dense torch.topk fallback), grouping at heatmap resolution.
+DECODE_MODES: dict[str, DecodeMode] = {
+    "official": DecodeMode(),
+    "improved": DecodeMode({"ties": "index", "dedup": True, "subpixel": "dark"}, project=False),
+}
+
+
+def decode_mode(name: str) -> dict[str, object]:
+    """`Predictor` keyword arguments of a `--decode` preset."""
+    if name not in DECODE_MODES:
+        raise ValueError(f"unknown decode mode {name!r}; choose one of {sorted(DECODE_MODES)}")
+    return DECODE_MODES[name].predictor_kwargs()
 
 
 @dataclass
@@ -228,31 +277,26 @@ def _order_may_differ(val_k: np.ndarray, threshold: float) -> bool:
     return False
 
 
-def _quarter_offsets(det: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """±0.25 towards the larger horizontal / vertical neighbour of det[joint, y, x] (ties go negative)."""
-    _, h, w = det.shape
-    right = det[joint, y, np.minimum(x + 1, w - 1)]
-    left = det[joint, y, np.maximum(x - 1, 0)]
-    down = det[joint, np.minimum(y + 1, h - 1), x]
-    up = det[joint, np.maximum(y - 1, 0), x]
-    quarter = np.float32(0.25)
-    return np.where(right > left, quarter, -quarter), np.where(down > up, quarter, -quarter)
+def _offsets(subpixel: str):
+    return subpixel_offsets if subpixel == "dark" else quarter_offsets
 
 
-def adjust(people: np.ndarray, det: np.ndarray) -> np.ndarray:
-    """Shift every detected joint by a quarter pixel towards its higher neighbour, then to pixel centre."""
+def adjust(people: np.ndarray, det: np.ndarray, subpixel: str = "quarter") -> np.ndarray:
+    """Shift every detected joint by a quarter pixel towards its higher neighbour (or by the DARK step),
+    then to pixel centre."""
     person, joint = np.nonzero(people[:, :, 2] > 0)
     if person.size == 0:
         return people
     xi = people[person, joint, 0].astype(np.int64)
     yi = people[person, joint, 1].astype(np.int64)
-    dx, dy = _quarter_offsets(det, joint, xi, yi)
+    dx, dy = _offsets(subpixel)(det, joint, xi, yi)
     people[person, joint, 0] = people[person, joint, 0] + dx + np.float32(0.5)
     people[person, joint, 1] = people[person, joint, 1] + dy + np.float32(0.5)
     return people
 
 
-def refine(people: np.ndarray, det: np.ndarray, tags: np.ndarray, threads: int = 1) -> np.ndarray:
+def refine(people: np.ndarray, det: np.ndarray, tags: np.ndarray, threads: int = 1,
+           subpixel: str = "quarter") -> np.ndarray:
     """Fill missing joints: for each (person, missing joint) take the first argmax of
     `det - round(||tag - person mean tag||)`; filled joints keep zero tag columns.
 
@@ -288,7 +332,7 @@ def refine(people: np.ndarray, det: np.ndarray, tags: np.ndarray, threads: int =
 
     bx, by = best % w, best // w
     value = det[miss_joint, by, bx]
-    dx, dy = _quarter_offsets(det, miss_joint, bx, by)
+    dx, dy = _offsets(subpixel)(det, miss_joint, bx, by)
     fill = value > 0
     p, j = miss_person[fill], miss_joint[fill]
     people[p, j, 0] = bx[fill] + 0.5 + dx[fill]
@@ -366,13 +410,15 @@ def decode(
     on_device = isinstance(heatmaps, torch.Tensor) and heatmaps.device.type != "cpu"
     use_torch = params.topk == "torch" or (params.topk == "auto" and on_device)
     k, thr = params.match.max_num_people, params.match.detection_threshold
+    widen = params.dedup or params.grow_limits
+    k_fetch = candidate_cap(tuple(heatmaps.shape[-2:]), k) if widen else k
     if use_torch:
         heat_t = torch.as_tensor(heatmaps)
         tag_t = torch.as_tensor(tags)
         tag_t = tag_t if tag_t.dim() == 5 else tag_t[..., None]
         _check_shapes(heat_t, tag_t, params.match)
         pick = top_k_official if params.ties == "official" else top_k_torch
-        candidates = pick(heat_t, tag_t.to(heat_t.device), k, params.nms_kernel, thr)
+        candidates = pick(heat_t, tag_t.to(heat_t.device), k_fetch, params.nms_kernel, thr)
         # The full maps leave the device only for the steps that read them.
         det = _as_numpy(heat_t) if (params.adjust or params.refine) else None
         tag = _as_numpy(tag_t) if params.refine else None
@@ -390,20 +436,39 @@ def decode(
         if use_torch:
             tag_k, loc_k, val_k = (c[b] for c in candidates)
         else:
-            tag_k, loc_k, val_k = top_k(det[b], tag[b], k, params.nms_kernel, thr)
+            tag_k, loc_k, val_k = top_k(det[b], tag[b], k_fetch, params.nms_kernel, thr)
             if params.ties == "official" and _order_may_differ(val_k, thr):
                 # exactly equal passing peaks: only torch.topk over the dense map knows the official order
                 tag_k, loc_k, val_k = (c[0] for c in top_k_official(
                     torch.from_numpy(np.ascontiguousarray(det[b:b + 1])),
-                    torch.from_numpy(np.ascontiguousarray(tag[b:b + 1])), k, params.nms_kernel))
-        people = match_by_tag(tag_k, loc_k, val_k, params.match)
+                    torch.from_numpy(np.ascontiguousarray(tag[b:b + 1])), k_fetch, params.nms_kernel))
+        match = params.match
+        if widen:
+            if params.dedup:
+                tag_k, loc_k, val_k = dedup_candidates(tag_k, loc_k, val_k, (params.nms_kernel - 1) // 2)
+            limit = grown_limit(val_k, thr, k) if params.grow_limits else k
+            tag_k, loc_k, val_k = tag_k[:, :limit], loc_k[:, :limit], val_k[:, :limit]
+            if limit != k:
+                match = replace(match, max_num_people=limit)
+        people = match_by_tag(tag_k, loc_k, val_k, match)
         if params.adjust:
-            people = adjust(people, det[b])
+            people = adjust(people, det[b], params.subpixel)
         scores = np.array([p[:, 2].mean() for p in people], dtype=np.float32)
         if params.refine:
-            people = refine(people, det[b], tag[b], params.threads)
+            people = refine(people, det[b], tag[b], params.threads, params.subpixel)
+        if params.person_nms > 0 and len(people) > 1:
+            keep = person_nms(people, scores, _sigmas(params), params.person_nms)
+            people, scores = people[keep], scores[keep]
         results.append(DecodedImage(people=people, scores=scores))
     return results
+
+
+def _sigmas(params: DecodeParams) -> np.ndarray:
+    if params.oks_sigmas:
+        return np.asarray(params.oks_sigmas, dtype=np.float64)
+    if params.match.num_joints == 17:
+        return oks_sigmas(COCO_KEYPOINT_NAMES)
+    return np.full(params.match.num_joints, 0.079)
 
 
 def _check_shapes(det: np.ndarray | torch.Tensor, tag: np.ndarray | torch.Tensor, match: MatchParams) -> None:
