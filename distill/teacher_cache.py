@@ -71,7 +71,8 @@ from distill.geometry import inference_resize, resize_for_test
 from distill.progress import progress
 
 FORMAT = "aedistill-teacher-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # what a new store is written as unless asked for another
+READABLE_VERSIONS = (1, 2)  # 2: quantised + zstd per image (distill.cache_codec)
 HEADER_NAME = "header.json"
 INDEX_NAME = "index.json"
 LOCK_NAME = ".lock"
@@ -202,11 +203,12 @@ def output_layout(cfg: Any) -> list[dict[str, int]]:
 
 
 def make_header(*, teacher_cfg: Any, weights: Mapping[str, Any], input_size: int, amp: str | None,
-                dataset: Mapping[str, Any], flip_index: Sequence[int], shard_size: int) -> dict[str, Any]:
+                dataset: Mapping[str, Any], flip_index: Sequence[int], shard_size: int,
+                format_version: int = FORMAT_VERSION) -> dict[str, Any]:
     cfg_dict = teacher_cfg.to_dict() if hasattr(teacher_cfg, "to_dict") else dict(teacher_cfg)
     header = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": int(format_version),
         "teacher": {"name": cfg_dict.get("name", ""), "config": cfg_dict},
         "weights": dict(weights),
         "input_size": int(input_size),
@@ -223,6 +225,18 @@ def make_header(*, teacher_cfg: Any, weights: Mapping[str, Any], input_size: int
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "code_version": code_version(),
     }
+    if int(format_version) == 2:
+        from distill.cache_codec import LEVEL, SCHEME
+
+        header["dtype"] = "quantised"
+        header["encoding"] = {
+            "scheme": SCHEME, "zstd_level": LEVEL,
+            "heatmaps": "uint8 (uint16 if needed), offset min, step 2*peak/255: |error| <= peak/255 per map",
+            "tags": "uint8, offset min, step (max-min)/255, delta-coded along x: |error| <= (max-min)/510 per map",
+            "worst_error": "measured per image at build time: shard records' 'error', TeacherStore.worst_error()",
+        }
+    elif int(format_version) != 1:
+        raise StoreError(f"unknown teacher store format version {format_version}; choose one of {READABLE_VERSIONS}")
     if weights.get("random_init"):
         header["note"] = RANDOM_INIT_NOTE
     return header
@@ -258,7 +272,7 @@ def identity_mismatches(stored: Mapping[str, Any], wanted: Mapping[str, Any]) ->
     problems = []
     if stored.get("format") != FORMAT or stored.get("format_version") != wanted.get("format_version", FORMAT_VERSION):
         problems.append(f"format {stored.get('format')!r} v{stored.get('format_version')} "
-                        f"(this code reads {FORMAT!r} v{FORMAT_VERSION})")
+                        f"(now {FORMAT!r} v{wanted.get('format_version', FORMAT_VERSION)})")
     st, wt = stored.get("teacher", {}), wanted.get("teacher", {})
     if st.get("config") != wt.get("config"):
         problems.append(f"teacher config: store {st.get('name')!r}, now {wt.get('name')!r} "
@@ -318,6 +332,11 @@ class _HashingWriter:
 
 def shard_file(shard: int, output: int) -> str:
     return f"{SHARD_DIR}/shard-{shard:05d}.out{output}.npy"
+
+
+def shard_blob_file(shard: int) -> str:
+    """v2: the shard's per-image compressed blobs, concatenated in plan order."""
+    return f"{SHARD_DIR}/shard-{shard:05d}.bin"
 
 
 def shard_record(shard: int) -> str:
@@ -432,6 +451,30 @@ class StoreWriter:
     def commit(self, shard: int, records: Sequence[tuple[Any, Mapping[str, Any], Sequence[np.ndarray]]],
                device: str = "") -> None:
         """Write shard `shard`: records = [(image_id, entry (width/height/file_name/frame), [maps per output])]."""
+        if int(self.header.get("format_version", 1)) == 2:
+            files, per_image = self._write_blobs(shard, records)
+        else:
+            files, per_image = self._write_npy(shard, records)
+        ids = [i if isinstance(i, (int, str)) else str(i) for i, _, _ in records]
+        images = {str(image_id): {"shard": int(shard), **per_image[r], "shapes": [list(m.shape) for m in maps],
+                                  **entry} for r, (image_id, entry, maps) in enumerate(records)}
+        record_name = shard_record(shard)
+        data = json.dumps({"shard": int(shard), "images": images}).encode("utf-8")
+        with atomic_path(self.root / record_name) as tmp:
+            tmp.write_bytes(data)
+        record = {"name": record_name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        _fsync_dir(self.root / SHARD_DIR)
+        # The commit point: the shard exists from the moment index.json lists it.
+        self.index["shards"][str(shard)] = {
+            "images": ids, "files": files, "record": record, "device": device,
+            "committed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.index["complete"] = len(self.index["shards"]) == self.num_shards
+        write_json_atomic(self.root / INDEX_NAME, self.index)
+        _fsync_dir(self.root)
+
+    def _write_npy(self, shard: int, records: Sequence[tuple[Any, Mapping[str, Any], Sequence[np.ndarray]]]
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """v1: one float16 .npy per output; per image its element offset in each."""
         num_outputs = len(self.header["outputs"])
         files, offsets = [], [[0] * num_outputs for _ in records]
         for k in range(num_outputs):
@@ -449,22 +492,26 @@ class StoreWriter:
                         w.write(np.ascontiguousarray(maps[k], dtype=NPY_DTYPE))
                     size = w.n
             files.append({"name": name, "bytes": size, "numel": total, "sha256": w.h.hexdigest()})
-        ids = [i if isinstance(i, (int, str)) else str(i) for i, _, _ in records]
-        images = {str(image_id): {"shard": int(shard), "offsets": offsets[r], "shapes": [list(m.shape) for m in maps],
-                                  **entry} for r, (image_id, entry, maps) in enumerate(records)}
-        record_name = shard_record(shard)
-        data = json.dumps({"shard": int(shard), "images": images}).encode("utf-8")
-        with atomic_path(self.root / record_name) as tmp:
-            tmp.write_bytes(data)
-        record = {"name": record_name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        _fsync_dir(self.root / SHARD_DIR)
-        # The commit point: the shard exists from the moment index.json lists it.
-        self.index["shards"][str(shard)] = {
-            "images": ids, "files": files, "record": record, "device": device,
-            "committed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self.index["complete"] = len(self.index["shards"]) == self.num_shards
-        write_json_atomic(self.root / INDEX_NAME, self.index)
-        _fsync_dir(self.root)
+        return files, [{"offsets": o} for o in offsets]
+
+    def _write_blobs(self, shard: int, records: Sequence[tuple[Any, Mapping[str, Any], Sequence[np.ndarray]]]
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """v2: one .bin of per-image blobs (`distill.cache_codec`); per image its byte range and measured error."""
+        from distill.cache_codec import encode_image
+
+        heatmaps = [int(o["heatmaps"]) for o in self.header["outputs"]]
+        name = shard_blob_file(shard)
+        per_image = []
+        with atomic_path(self.root / name) as tmp:
+            with open(tmp, "wb") as fh:
+                w = _HashingWriter(fh)
+                for _, _, maps in records:
+                    blob, err = encode_image([np.asarray(m, dtype=np.float32) for m in maps], heatmaps)
+                    per_image.append({"blob": [w.n, len(blob)],
+                                      "error": {"heat_rel": err.heat_rel, "tag_abs": err.tag_abs}})
+                    w.write(blob)
+                size = w.n
+        return [{"name": name, "bytes": size, "numel": size, "sha256": w.h.hexdigest()}], per_image
 
     def finish(self) -> None:
         complete = len(self.index["shards"]) == self.num_shards
@@ -489,9 +536,10 @@ class TeacherStore:
         if not (self.root / HEADER_NAME).is_file():
             raise StoreError(f"{self.root}: not a teacher store (no {HEADER_NAME}); build one with `distill cache-teacher`")
         self.header = _read_json(self.root / HEADER_NAME, "store header")
-        if self.header.get("format") != FORMAT or self.header.get("format_version") != FORMAT_VERSION:
+        if self.header.get("format") != FORMAT or self.header.get("format_version") not in READABLE_VERSIONS:
             raise StoreError(f"{self.root}: format {self.header.get('format')!r} v{self.header.get('format_version')}, "
-                             f"this code reads {FORMAT!r} v{FORMAT_VERSION}")
+                             f"this code reads {FORMAT!r} v{' and v'.join(map(str, READABLE_VERSIONS))}")
+        self.version = int(self.header["format_version"])
         if not (self.root / INDEX_NAME).is_file():
             raise StoreError(f"{self.root}: no {INDEX_NAME}: no shard was ever committed; run `distill cache-teacher` "
                              "again with the same arguments")
@@ -603,6 +651,10 @@ class TeacherStore:
             f = self.index["shards"][str(shard)]["files"][k]
             path = self.root / f["name"]
             try:
+                if self.version == 2:  # raw bytes of the blobs; one image is decompressed at a time
+                    arr = np.memmap(path, dtype=np.uint8, mode="r") if f["bytes"] else np.zeros(0, np.uint8)
+                    self._arrays[(shard, k)] = arr
+                    return arr
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise StoreError(f"{path}: unreadable shard file ({exc}); the store is damaged") from None
@@ -617,10 +669,13 @@ class TeacherStore:
         `check_finite` (cheap: one pass over the image's maps; training uses it) raises `StoreError` naming the
         shard file and image when a value is NaN/inf, instead of letting it reach the loss."""
         e = self.entry(image_id)
+        if self.version == 2:
+            views = self._decode_blob(image_id, e)
+        else:
+            views = [self._array(e["shard"], k)[off:off + int(np.prod(shape))].reshape(shape)
+                     for k, (off, shape) in enumerate(zip(e["offsets"], e["shapes"]))]
         out = []
-        for k, (off, shape) in enumerate(zip(e["offsets"], e["shapes"])):
-            n = int(np.prod(shape))
-            view = self._array(e["shard"], k)[off:off + n].reshape(shape)
+        for k, view in enumerate(views):
             if check_finite and not np.isfinite(view).all():
                 name = self.index["shards"][str(e["shard"])]["files"][k]["name"]
                 raise StoreError(f"{self.root / name}: image id {image_id} ({e.get('file_name', '?')}) holds "
@@ -628,6 +683,30 @@ class TeacherStore:
                                  "is damaged or the teacher diverged: rebuild it with `distill cache-teacher`")
             out.append(view)
         return out
+
+    def _decode_blob(self, image_id: Any, e: Mapping[str, Any]) -> list[np.ndarray]:
+        from distill.cache_codec import decode_image
+
+        start, length = (int(v) for v in e["blob"])
+        raw = self._array(e["shard"], 0)[start:start + length]
+        try:
+            return decode_image(memoryview(raw), e["shapes"], [int(o["heatmaps"]) for o in self.outputs])
+        except Exception as exc:  # zstd/format errors: name the file and image
+            name = self.index["shards"][str(e["shard"])]["files"][0]["name"]
+            raise StoreError(f"{self.root / name}: image id {image_id}: blob does not decode ({exc}); the store is "
+                             "damaged: rebuild it with `distill cache-teacher`") from None
+
+    def worst_error(self) -> dict[str, float]:
+        """v2: the largest per-image errors measured at build time (heatmaps relative to each map's peak, tags
+        absolute); v1 (float16): the float16 rounding bound, relative."""
+        if self.version != 2:
+            return {"heat_rel": 2.0 ** -11, "tag_rel": 2.0 ** -11}
+        worst = {"heat_rel": 0.0, "tag_abs": 0.0}
+        for key in self.index["shards"]:
+            for rec in self._record(int(key)).values():
+                for name in worst:
+                    worst[name] = max(worst[name], float(rec["error"][name]))
+        return worst
 
     def _image_mismatches(self, dataset: Any, show: int = 3) -> list[str]:
         """Same ids is not the same images: every image's file name and size must match its record."""
@@ -765,6 +844,7 @@ def build_store(
     workers: int = 0,
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
+    format_version: int = FORMAT_VERSION,
 ) -> BuildSummary:
     """Run the frozen teacher over every image of `dataset` (a `CocoKeypointDataset`) into the store `out`.
 
@@ -781,7 +861,8 @@ def build_store(
     ids = list(dataset.ids)
     num_shards = math.ceil(len(ids) / shard_size)
     header = make_header(teacher_cfg=teacher_cfg, weights=weights, input_size=input_size, amp=amp,
-                         dataset=dataset_identity(dataset), flip_index=dataset.flip_index, shard_size=shard_size)
+                         dataset=dataset_identity(dataset), flip_index=dataset.flip_index, shard_size=shard_size,
+                         format_version=format_version)
     writer = StoreWriter(out, header, num_shards, log=log)
     try:
         return _fill_store(writer, out, model, dataset, ids, shard_size=shard_size, batch_size=batch_size,

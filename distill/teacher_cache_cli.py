@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass, same-size images only (default 8)")
     parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype for the teacher (default: float32)")
     parser.add_argument("--shard-size", type=int, default=32, help="images per shard (default 32)")
+    parser.add_argument("--format", type=int, choices=(1, 2), default=1, dest="format_version",
+                        help="store format: 1 = float16 maps (default), 2 = quantised + zstd per image, about "
+                             "7x smaller (errors: heatmaps <= peak/255, tags <= range/510 per map)")
     parser.add_argument("--workers", type=int, default=2, help="image loading worker processes (default 2)")
     parser.add_argument("--all-images", action="store_true",
                         help="also cache images without person annotations (the training dataset drops them by default)")
@@ -74,11 +77,17 @@ def run(args: argparse.Namespace) -> int:
     summary = build_store(
         args.out, model, dataset, teacher_cfg=cfg, weights=weights, input_size=input_size, device=device,
         batch_size=args.batch_size, amp=args.amp, shard_size=args.shard_size, workers=args.workers,
-        show_progress=not args.no_progress, log=_log)
+        show_progress=not args.no_progress, log=_log, format_version=args.format_version)
     per_img = summary.store_bytes / max(1, summary.images_total)
     print(f"store {args.out}: {summary.images_total} images in {summary.shards_total} shards "
           f"({summary.shards_skipped} already committed, {summary.shards_computed} computed now), "
-          f"{summary.store_bytes / 2**20:.1f} MiB ({per_img / 2**10:.1f} KiB/image)")
+          f"{summary.store_bytes / 2**20:.1f} MiB ({per_img / 2**10:.1f} KiB/image), format v{args.format_version}")
+    if args.format_version == 2:
+        from distill.teacher_cache import TeacherStore
+
+        worst = TeacherStore(args.out, verify="none", allow_incomplete=True).worst_error()
+        print(f"worst quantisation error over the store: heatmaps {worst['heat_rel']:.5f} of their map's peak "
+              f"(bound 1/255 = {1 / 255:.5f}), tags {worst['tag_abs']:.5f} (absolute)")
     if summary.images_computed:
         print(f"computed {summary.images_computed} images in {summary.seconds:.1f} s "
               f"({summary.images_per_second:.2f} images/s; teacher forward {summary.forward_seconds:.1f} s) "

@@ -1,0 +1,97 @@
+"""Teacher store format v2 (quantised + zstd per image): error bounds, round trip, store read-back, damage."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distill.cache_codec import decode_image, encode_image, heat_peak
+from distill.data.coco import CocoKeypointDataset
+from distill.teacher_cache import StoreError, TeacherStore, build_store, weights_identity
+from teachers import build_teacher, get_teacher_config
+
+INPUT = 64
+
+
+def _maps(seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    heat4 = np.abs(rng.normal(0, 0.02, (4, 16, 20))) - 0.01  # background noise with small negatives
+    heat4[:, 5:8, 6:9] += rng.uniform(0.3, 1.0, (4, 1, 1))
+    tags4 = np.cumsum(rng.normal(0, 0.1, (4, 16, 20)), axis=2)  # smooth tag fields
+    heat2 = np.abs(rng.normal(0, 0.02, (4, 32, 40)))
+    heat2[:, 10:14, 12:16] += 0.8
+    return [np.concatenate([heat4, tags4]).astype(np.float32), heat2.astype(np.float32)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_errors_stay_within_their_bounds(seed: int) -> None:
+    maps = _maps(seed)
+    blob, err = encode_image(maps, [4, 4])
+    out = decode_image(blob, [m.shape for m in maps], [4, 4])
+    for m, d, h in zip(maps, out, (4, 4)):
+        assert d.shape == m.shape and d.dtype == np.float32
+        e = np.abs(d - m).reshape(m.shape[0], -1).max(axis=1)
+        peak = m[:h].reshape(h, -1).max(axis=1)
+        assert np.array_equal(heat_peak(m[:h].reshape(h, -1)), peak)  # real peaks: the peak is the maximum
+        assert np.all(e[:h] <= peak / 255 * (1 + 1e-5))  # heatmaps: 1/255 of each map's peak
+        rng = np.ptp(m[h:].reshape(m.shape[0] - h, -1), axis=1) if m.shape[0] > h else np.zeros(0)
+        assert np.all(e[h:] <= rng / 510 * (1 + 1e-5) + 1e-7)  # tags: half a step of 255 over the range
+    assert err.heat_rel <= 1 / 255 * (1 + 1e-5) and err.tag_abs > 0
+    assert len(blob) < sum(m.nbytes for m in maps) / 4  # float32 in, well under 8 bits per value out
+
+
+def test_strongly_negative_heatmaps_use_16_bits_and_keep_the_bound() -> None:
+    m = np.zeros((2, 8, 8), np.float32)
+    m[:, 3, 3] = 0.5
+    m[:, 0, :] = -3.0  # far below zero: 8 bits of peak/127.5 steps cannot reach it
+    (d,) = decode_image(encode_image([m], [2])[0], [m.shape], [2])
+    assert np.abs(d - m).max() <= 0.5 / 255 * (1 + 1e-5)
+
+
+@pytest.fixture(scope="module")
+def stores(make_synthetic_dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = make_synthetic_dataset(seed=0, num_train=5, num_val=2, image_size=128)
+    torch.manual_seed(0)
+    model = build_teacher("tiny").eval()
+    ds = CocoKeypointDataset(root, "train2017", input_size=INPUT, output_sizes=(INPUT // 4, INPUT // 2))
+    out = tmp_path_factory.mktemp("v2")
+    for v in (1, 2):
+        build_store(out / f"v{v}", model, ds, teacher_cfg=get_teacher_config("tiny"),
+                    weights=weights_identity(model, None, random_init=True, seed=0), input_size=INPUT,
+                    shard_size=2, show_progress=False, format_version=v)
+    return out / "v1", out / "v2"
+
+
+def test_v2_store_reads_back_the_v1_maps_within_the_bound(stores: tuple[Path, Path]) -> None:
+    v1, v2 = TeacherStore(stores[0]), TeacherStore(stores[1], verify="sha256")
+    assert v2.version == 2 and v1.version == 1 and v1.ids == v2.ids
+    heatmaps = [o["heatmaps"] for o in v2.outputs]
+    for image_id in v2.ids:
+        for a, b, h in zip(v1.maps(image_id), v2.maps(image_id), heatmaps):
+            a = a.astype(np.float32)
+            assert a.shape == b.shape
+            peak = heat_peak(a[:h].reshape(h, -1))[:, None, None]
+            # float16 (v1) and the quantised float32 maps of the same network outputs
+            assert np.all(np.abs(a[:h] - b[:h]) <= peak / 255 * 1.01 + 2e-3)
+    worst = v2.worst_error()
+    assert 0 < worst["heat_rel"] <= 1 / 255 * (1 + 1e-3)  # up to float32 rounding of q * step + lo
+    assert v2.nbytes() < v1.nbytes()
+
+
+def test_v2_damage_names_the_file_and_image(stores: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(stores[1], bad)
+    blob = next((bad / "shards").glob("*.bin"))
+    data = bytearray(blob.read_bytes())
+    data[10:40] = b"\x00" * 30  # same size, corrupt content: only decoding notices
+    blob.write_bytes(bytes(data))
+    store = TeacherStore(bad)  # size check passes
+    with pytest.raises(StoreError, match=r"shard-0000\d\.bin: image id .* blob does not decode"):
+        for image_id in store.ids:
+            store.maps(image_id)
+    with pytest.raises(StoreError, match="sha256"):
+        TeacherStore(bad, verify="sha256")
