@@ -369,13 +369,21 @@ class StoreWriter:
     """Creates or resumes a store and commits shards atomically (used by `build_store`; usable by tests)."""
 
     def __init__(self, root: str | os.PathLike[str], header: Mapping[str, Any], num_shards: int,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, part: tuple[int, int] | None = None) -> None:
+        """`part=(i, n)`: this process builds shards s with s % n == i, under its own lock and index file
+        (`index.part-i-of-n.json`); `merge_parts` joins the part indexes into index.json once all are done."""
         self.root = Path(root)
         self.log = log or (lambda msg: None)
         self.header = dict(header)
+        self.part = part
+        if part is not None and not (part[1] >= 1 and 0 <= part[0] < part[1]):
+            raise StoreError(f"--part {part[0]} of --num-parts {part[1]}: expected 0 <= part < num_parts")
+        self.index_name = INDEX_NAME if part is None else part_index_name(*part)
+        self.shards = [s for s in range(num_shards) if part is None or s % part[1] == part[0]]
         hpath = self.root / HEADER_NAME
         if not hpath.is_file():
-            if self.root.exists() and any(p.name != LOCK_NAME for p in self.root.iterdir()):
+            if self.root.exists() and any(not p.name.startswith((LOCK_NAME, SHARD_DIR, ".")) and
+                                          not p.name.startswith("index.part-") for p in self.root.iterdir()):
                 raise StoreError(f"{self.root}: exists, is not empty and has no {HEADER_NAME}: not a teacher store; "
                                  "choose an empty or new folder")
             ensure_writable_dir(self.root, "teacher store")
@@ -389,12 +397,15 @@ class StoreWriter:
 
     def _open_index(self, num_shards: int) -> None:
         (self.root / SHARD_DIR).mkdir(exist_ok=True)
-        # Leftovers of a killed run: temp files are never part of the store.
+        # Leftovers of a killed run: temp files are never part of the store. With parts, only this part's own
+        # (other writers may be mid-write).
+        mine = None if self.part is None else tuple(f".shard-{s:05d}." for s in self.shards) + (f".{self.index_name}.",)
         for d in (self.root, self.root / SHARD_DIR):
             for tmp in d.glob(".*.tmp"):
-                tmp.unlink()
-                self.log(f"removed a partial file of an interrupted run: {tmp.name}")
-        ipath = self.root / INDEX_NAME
+                if mine is None or tmp.name.startswith(mine):
+                    tmp.unlink(missing_ok=True)
+                    self.log(f"removed a partial file of an interrupted run: {tmp.name}")
+        ipath = self.root / self.index_name
         self.index = _read_json(ipath, "store index") if ipath.is_file() else _empty_index(num_shards)
         if self.index.get("num_shards") != num_shards:
             raise StoreMismatchError(f"{self.root}: index has {self.index.get('num_shards')} shards, the plan {num_shards}")
@@ -404,9 +415,12 @@ class StoreWriter:
             if bad:
                 self.log(f"shard {key} is damaged and will be rebuilt: {bad[0]}")
                 self._drop_shard(key)
-        if self.index.get("complete") and len(self.index["shards"]) < num_shards:
-            self.index["complete"] = False
         self.num_shards = num_shards
+        if self.index.get("complete") and not self._all_mine_committed():
+            self.index["complete"] = False
+
+    def _all_mine_committed(self) -> bool:
+        return all(str(s) in self.index["shards"] for s in self.shards)
 
     def _open_header(self, hpath: Path) -> None:
         if not hpath.is_file():
@@ -428,12 +442,14 @@ class StoreWriter:
         """One writer per store: an exclusive flock on STORE/.lock (released by the OS when the process dies)."""
         import fcntl
 
-        self._lock_fh = open(self.root / LOCK_NAME, "a+")
+        name = LOCK_NAME if self.part is None else f"{LOCK_NAME}.part-{self.part[0]}-of-{self.part[1]}"
+        self._lock_fh = open(self.root / name, "a+")
         try:
             fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock_fh.close()
-            raise StoreError(f"{self.root}: another `distill cache-teacher` process is writing this store") from None
+            which = "" if self.part is None else f" (part {self.part[0]} of {self.part[1]})"
+            raise StoreError(f"{self.root}: another `distill cache-teacher` process is writing this store{which}") from None
 
     def close(self) -> None:
         fh = getattr(self, "_lock_fh", None)
@@ -443,7 +459,7 @@ class StoreWriter:
     def _drop_shard(self, key: str) -> None:
         self.index["shards"].pop(key)
         self.index["complete"] = False
-        write_json_atomic(self.root / INDEX_NAME, self.index)
+        write_json_atomic(self.root / self.index_name, self.index)
 
     def is_committed(self, shard: int) -> bool:
         return str(shard) in self.index["shards"]
@@ -468,8 +484,8 @@ class StoreWriter:
         self.index["shards"][str(shard)] = {
             "images": ids, "files": files, "record": record, "device": device,
             "committed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self.index["complete"] = len(self.index["shards"]) == self.num_shards
-        write_json_atomic(self.root / INDEX_NAME, self.index)
+        self.index["complete"] = self._all_mine_committed()
+        write_json_atomic(self.root / self.index_name, self.index)
         _fsync_dir(self.root)
 
     def _write_npy(self, shard: int, records: Sequence[tuple[Any, Mapping[str, Any], Sequence[np.ndarray]]]
@@ -513,11 +529,47 @@ class StoreWriter:
                 size = w.n
         return [{"name": name, "bytes": size, "numel": size, "sha256": w.h.hexdigest()}], per_image
 
-    def finish(self) -> None:
-        complete = len(self.index["shards"]) == self.num_shards
+    def finish(self) -> bool:
+        """Mark the index complete when every shard of this writer is committed; with parts, merge the part
+        indexes when all parts are done. Returns whether the store is now complete (index.json)."""
+        complete = self._all_mine_committed()
         if complete != self.index.get("complete"):
             self.index["complete"] = complete
-            write_json_atomic(self.root / INDEX_NAME, self.index)
+            write_json_atomic(self.root / self.index_name, self.index)
+        if self.part is None:
+            return complete
+        return merge_parts(self.root, self.part[1], self.num_shards, self.log)
+
+
+def part_index_name(part: int, num_parts: int) -> str:
+    return f"index.part-{part}-of-{num_parts}.json"
+
+
+def merge_parts(root: str | os.PathLike[str], num_parts: int, num_shards: int,
+                log: Callable[[str], None] | None = None) -> bool:
+    """Join the part indexes into index.json when every part is complete (idempotent: any part may run it,
+    the result is the same). Returns whether index.json is complete."""
+    root = Path(root)
+    shards: dict[str, Any] = {}
+    done = 0
+    for i in range(num_parts):
+        path = root / part_index_name(i, num_parts)
+        if not path.is_file():
+            continue
+        part = _read_json(path, f"part {i} index")
+        if part.get("num_shards") != num_shards:
+            raise StoreMismatchError(f"{path}: planned {part.get('num_shards')} shards, this build {num_shards}")
+        shards.update(part["shards"])
+        done += bool(part.get("complete"))
+    if done < num_parts:
+        (log or (lambda m: None))(f"{root}: {done} of {num_parts} parts complete; index.json is written when all are")
+        return False
+    index = _empty_index(num_shards)
+    index["shards"] = {k: shards[k] for k in sorted(shards, key=int)}
+    index["complete"] = len(index["shards"]) == num_shards
+    index["parts"] = num_parts
+    write_json_atomic(root / INDEX_NAME, index)
+    return bool(index["complete"])
 
 
 # ------------------------------------------------------------------------------------------------ reader
@@ -541,6 +593,11 @@ class TeacherStore:
                              f"this code reads {FORMAT!r} v{' and v'.join(map(str, READABLE_VERSIONS))}")
         self.version = int(self.header["format_version"])
         if not (self.root / INDEX_NAME).is_file():
+            parts = sorted(p.name for p in self.root.glob("index.part-*-of-*.json"))
+            if parts:
+                raise StoreError(f"{self.root}: built in parts ({', '.join(parts)}) and not merged yet: index.json is "
+                                 "written by the last part to finish; run the missing parts (same arguments, their "
+                                 "--part)")
             raise StoreError(f"{self.root}: no {INDEX_NAME}: no shard was ever committed; run `distill cache-teacher` "
                              "again with the same arguments")
         self.index = _read_json(self.root / INDEX_NAME, "store index")
@@ -794,6 +851,7 @@ class BuildSummary:
     seconds: float
     forward_seconds: float
     store_bytes: int
+    complete: bool = True  # index.json lists every shard (with parts: all parts done and merged)
 
     @property
     def images_per_second(self) -> float:
@@ -845,12 +903,16 @@ def build_store(
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
     format_version: int = FORMAT_VERSION,
+    num_parts: int = 1,
+    part: int = 0,
 ) -> BuildSummary:
     """Run the frozen teacher over every image of `dataset` (a `CocoKeypointDataset`) into the store `out`.
 
     Resumable: committed shards are skipped. Refuses a store made with another teacher / weights / input
-    size / amp / dataset / shard size. Images are batched by identical resized size (no padding, so a
-    batch gives the same maps as single images up to float rounding).
+    size / amp / dataset / shard size. Images are batched by identical resized size within a shard (no padding,
+    so a batch gives the same maps as single images up to float rounding, and a shard's bytes do not depend
+    on which process builds it). `num_parts`/`part`: this process builds only shards s % num_parts == part
+    (torchrun: one part per rank); the last part to finish writes index.json.
     """
     t0 = time.perf_counter()
     amp_dtype(amp, device)  # validates the name for this device
@@ -863,7 +925,7 @@ def build_store(
     header = make_header(teacher_cfg=teacher_cfg, weights=weights, input_size=input_size, amp=amp,
                          dataset=dataset_identity(dataset), flip_index=dataset.flip_index, shard_size=shard_size,
                          format_version=format_version)
-    writer = StoreWriter(out, header, num_shards, log=log)
+    writer = StoreWriter(out, header, num_shards, log=log, part=(part, num_parts) if num_parts > 1 else None)
     try:
         return _fill_store(writer, out, model, dataset, ids, shard_size=shard_size, batch_size=batch_size,
                            device=device, amp=amp, workers=workers, show_progress=show_progress, log=log, t0=t0)
@@ -878,10 +940,10 @@ def _fill_store(writer: StoreWriter, out: str | os.PathLike[str], model: torch.n
     num_shards = writer.num_shards
     layout = writer.header["outputs"]
 
-    pending = [s for s in range(num_shards) if not writer.is_committed(s)]
-    skipped = num_shards - len(pending)
+    pending = [s for s in writer.shards if not writer.is_committed(s)]
+    skipped = len(writer.shards) - len(pending)
     if skipped:
-        log(f"resuming {out}: {skipped} of {num_shards} shards already committed, {len(pending)} to do")
+        log(f"resuming {out}: {skipped} of {len(writer.shards)} shards already committed, {len(pending)} to do")
     plan = [(s, list(range(s * shard_size, min(len(ids), (s + 1) * shard_size)))) for s in pending]
     order = [i for _, idx in plan for i in idx]
 
@@ -959,7 +1021,7 @@ def _fill_store(writer: StoreWriter, out: str | os.PathLike[str], model: torch.n
                                              "frame": frame.to_json()}, results[index]))
             writer.commit(shard, records, device=str(device))
             computed += len(indices)
-        writer.finish()
+        complete = writer.finish()
     finally:
         close = getattr(bar, "close", None)
         if close:
@@ -969,7 +1031,7 @@ def _fill_store(writer: StoreWriter, out: str | os.PathLike[str], model: torch.n
     store_bytes = sum(f["bytes"] for s in writer.index["shards"].values() for f in _shard_files(s))
     return BuildSummary(images_total=len(ids), images_computed=computed, shards_total=num_shards,
                         shards_computed=len(pending), shards_skipped=skipped, seconds=seconds,
-                        forward_seconds=forward_s, store_bytes=store_bytes)
+                        forward_seconds=forward_s, store_bytes=store_bytes, complete=complete)
 
 
 def weights_identity(model: torch.nn.Module, weights_path: str | os.PathLike[str] | None,

@@ -10,6 +10,7 @@ made with another teacher config, weights, input size, amp, dataset or shard siz
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -36,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass, same-size images only (default 8)")
     parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype for the teacher (default: float32)")
     parser.add_argument("--shard-size", type=int, default=32, help="images per shard (default 32)")
+    parser.add_argument("--num-parts", type=int, default=None,
+                        help="build the store with N processes (or GPUs) at once: each builds every N-th shard "
+                             "(default: torchrun's WORLD_SIZE, else 1)")
+    parser.add_argument("--part", type=int, default=None, help="which part this process builds, 0..N-1 "
+                        "(default: torchrun's RANK, else 0)")
     parser.add_argument("--format", type=int, choices=(1, 2), default=1, dest="format_version",
                         help="store format: 1 = float16 maps (default), 2 = quantised + zstd per image, about "
                              "7x smaller (errors: heatmaps <= peak/255, tags <= range/510 per map)")
@@ -60,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
     input_size = args.input_size or cfg.input_size or DEFAULT_INPUT_SIZE
     if input_size < 64:
         raise AEDistillError(f"--input-size must be at least 64, got {input_size}")
+    num_parts = args.num_parts if args.num_parts is not None else int(os.environ.get("WORLD_SIZE", 1))
+    part = args.part if args.part is not None else int(os.environ.get("RANK", 0))
+    if num_parts < 1 or not 0 <= part < num_parts:
+        raise AEDistillError(f"--part {part} of --num-parts {num_parts}: expected 0 <= part < num_parts")
+    if args.device == "cuda" and num_parts > 1 and "LOCAL_RANK" in os.environ:
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"  # torchrun: one GPU per part
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AEDistillError(f"--device {args.device}: CUDA is not available on this machine")
@@ -77,12 +89,16 @@ def run(args: argparse.Namespace) -> int:
     summary = build_store(
         args.out, model, dataset, teacher_cfg=cfg, weights=weights, input_size=input_size, device=device,
         batch_size=args.batch_size, amp=args.amp, shard_size=args.shard_size, workers=args.workers,
-        show_progress=not args.no_progress, log=_log, format_version=args.format_version)
+        show_progress=not args.no_progress, log=_log, format_version=args.format_version,
+        num_parts=num_parts, part=part)
     per_img = summary.store_bytes / max(1, summary.images_total)
     print(f"store {args.out}: {summary.images_total} images in {summary.shards_total} shards "
           f"({summary.shards_skipped} already committed, {summary.shards_computed} computed now), "
           f"{summary.store_bytes / 2**20:.1f} MiB ({per_img / 2**10:.1f} KiB/image), format v{args.format_version}")
-    if args.format_version == 2:
+    if num_parts > 1:
+        print(f"part {part} of {num_parts}: done; " + ("all parts done, index.json written: the store is complete"
+                                                      if summary.complete else "waiting for the other parts"))
+    if args.format_version == 2 and summary.complete:
         from distill.teacher_cache import TeacherStore
 
         worst = TeacherStore(args.out, verify="none", allow_incomplete=True).worst_error()
@@ -92,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"computed {summary.images_computed} images in {summary.seconds:.1f} s "
               f"({summary.images_per_second:.2f} images/s; teacher forward {summary.forward_seconds:.1f} s) "
               f"teacher {cfg.name or args.teacher}, input {input_size}, device {device}, amp {args.amp or 'off'}")
-    if args.verify:
+    if args.verify and summary.complete:
         from distill.teacher_cache import TeacherStore
 
         TeacherStore(args.out, verify="none").verify(checksum=True, finite=True)

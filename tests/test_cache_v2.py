@@ -95,3 +95,46 @@ def test_v2_damage_names_the_file_and_image(stores: tuple[Path, Path], tmp_path:
             store.maps(image_id)
     with pytest.raises(StoreError, match="sha256"):
         TeacherStore(bad, verify="sha256")
+
+
+def _cli_build(root: Path, out: Path, *extra: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "distill.cli", "cache-teacher", "--teacher", "tiny", "--random-init",
+            "--data", str(root), "--split", "train2017", "--input-size", str(INPUT), "--out", str(out),
+            "--shard-size", "2", "--workers", "0", "--no-progress", "--format", "2", *extra]
+
+
+def test_two_processes_build_the_same_store_as_one(make_synthetic_dataset, tmp_path: Path) -> None:
+    """--num-parts 2: two processes at once, each its own shards, lock and part index; the last one writes
+    index.json. Every shard file is byte-identical to a one-process build's, and so is the file list."""
+    import json
+    import os
+    import subprocess
+
+    root = make_synthetic_dataset(seed=0, num_train=7, num_val=2, image_size=128)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli_build(root, tmp_path / "one"), check=True, env=env, capture_output=True)
+    procs = [subprocess.Popen(_cli_build(root, tmp_path / "two", "--num-parts", "2", "--part", str(i)), env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert any("the store is complete" in o for o, _ in outs)
+    one, two = tmp_path / "one" / "shards", tmp_path / "two" / "shards"
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in two.iterdir()) and len(names) == 8  # 4 shards: .bin + .json each
+    for name in names:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    index = [json.loads((tmp_path / d / "index.json").read_text()) for d in ("one", "two")]
+    files = [{k: [f["sha256"] for f in s["files"]] for k, s in ix["shards"].items()} for ix in index]
+    assert files[0] == files[1] and index[1]["complete"] and index[1]["parts"] == 2
+    assert TeacherStore(tmp_path / "two", verify="sha256").ids == TeacherStore(tmp_path / "one").ids
+
+
+def test_a_missing_part_is_named(make_synthetic_dataset, tmp_path: Path) -> None:
+    import subprocess
+
+    root = make_synthetic_dataset(seed=0, num_train=5, num_val=2, image_size=128)
+    subprocess.run(_cli_build(root, tmp_path / "s", "--num-parts", "2", "--part", "1"), check=True, capture_output=True)
+    with pytest.raises(StoreError, match="built in parts .* not merged yet"):
+        TeacherStore(tmp_path / "s")
