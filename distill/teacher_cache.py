@@ -878,6 +878,50 @@ class _CacheInputs(torch.utils.data.Dataset):
         return index, to_normalized_tensor(warped, self.dataset.mean, self.dataset.std), frame, w, h
 
 
+def estimate_store(model: torch.nn.Module, dataset: Any, *, input_size: int, device: str | torch.device = "cpu",
+                   amp: str | None = None, format_version: int = FORMAT_VERSION, sample: int = 4,
+                   num_parts: int = 1) -> dict[str, float]:
+    """Projected store size and build time for the whole split from the first `sample` images (the first one is
+    a warm-up, not timed): teacher forward (one image per pass), float16 cast and, for v2, encoding. Images are
+    spread evenly over the split's sizes only as far as the sample is, so take the figures as estimates."""
+    device = torch.device(device)
+    model.eval().to(device)
+    n = min(len(dataset), max(2, int(sample)))
+    inputs = _CacheInputs(dataset, range(n), input_size)
+    heatmaps = [int(c) for c in output_layout_counts(model)]
+    seconds, sizes = [], []
+    for i in range(n):
+        _, x, _, _, _ = inputs[i]
+        t0 = time.perf_counter()
+        with torch.no_grad(), autocast(device, amp):
+            outs = [o.float() for o in model(x[None].to(device))]
+        halves = [o[0].to(torch.float16).cpu().numpy() for o in outs]
+        if int(format_version) == 2:
+            from distill.cache_codec import encode_image
+
+            size = len(encode_image([h.astype(np.float32) for h in halves], heatmaps)[0])
+        else:
+            size = sum(h.nbytes for h in halves)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:  # the first pass warms up
+            seconds.append(time.perf_counter() - t0)
+        sizes.append(size)
+    total = len(dataset)
+    per_image_s = float(np.mean(seconds))
+    return {"images": total, "sampled": n, "bytes_per_image": float(np.mean(sizes)),
+            "projected_bytes": float(np.mean(sizes)) * total, "seconds_per_image": per_image_s,
+            "projected_seconds": per_image_s * total / max(1, int(num_parts))}
+
+
+def output_layout_counts(model: torch.nn.Module) -> list[int]:
+    """Heatmap channels per teacher output (from its contract), for the v2 encoder."""
+    layout = getattr(model, "output_layout", None)
+    if layout is None:
+        raise StoreError("the teacher declares no output_layout; cannot tell heatmaps from tags")
+    return [layout.num_joints if h else 0 for h in layout.heatmap_outputs]
+
+
 def _as_list(items: Any) -> Any:
     return items
 

@@ -21,6 +21,10 @@ from distill.errors import AEDistillError
 DEFAULT_INPUT_SIZE = 512
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="registered teacher config name or a .yaml path (e.g. higherhrnet_w32_512, tiny)")
     w = parser.add_mutually_exclusive_group(required=True)
@@ -42,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: torchrun's WORLD_SIZE, else 1)")
     parser.add_argument("--part", type=int, default=None, help="which part this process builds, 0..N-1 "
                         "(default: torchrun's RANK, else 0)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print the projected size and build time of the whole split (from its first images) "
+                             "and exit without building")
     parser.add_argument("--format", type=int, choices=(1, 2), default=1, dest="format_version",
                         help="store format: 1 = float16 maps (default), 2 = quantised + zstd per image, about "
                              "7x smaller (errors: heatmaps <= peak/255, tags <= range/510 per map)")
@@ -86,6 +93,17 @@ def run(args: argparse.Namespace) -> int:
                                args.seed if args.random_init else None)
     dataset = CocoKeypointDataset(args.data, args.split, input_size=input_size, augment=False,
                                   remove_images_without_annotations=not args.all_images)
+    if args.estimate:
+        from distill.teacher_cache import estimate_store
+
+        est = estimate_store(model, dataset, input_size=input_size, device=device, amp=args.amp,
+                             format_version=args.format_version, num_parts=num_parts)
+        print(f"estimate for {args.split} ({est['images']} images, format v{args.format_version}, input {input_size}, "
+              f"{device}; from the first {est['sampled']}): {est['bytes_per_image'] / 2**20:.3f} MiB/image -> "
+              f"{est['projected_bytes'] / 2**30:.2f} GiB; {est['seconds_per_image']:.2f} s/image -> "
+              f"{_duration(est['projected_seconds'])}" + (f" with {num_parts} parts" if num_parts > 1 else "")
+              + " (teacher forward and encoding; image loading runs beside it in workers)")
+        return 0
     summary = build_store(
         args.out, model, dataset, teacher_cfg=cfg, weights=weights, input_size=input_size, device=device,
         batch_size=args.batch_size, amp=args.amp, shard_size=args.shard_size, workers=args.workers,
