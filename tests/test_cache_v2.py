@@ -138,3 +138,14 @@ def test_a_missing_part_is_named(make_synthetic_dataset, tmp_path: Path) -> None
     subprocess.run(_cli_build(root, tmp_path / "s", "--num-parts", "2", "--part", "1"), check=True, capture_output=True)
     with pytest.raises(StoreError, match="built in parts .* not merged yet"):
         TeacherStore(tmp_path / "s")
+
+
+def test_estimate_prints_the_projection_and_builds_nothing(make_synthetic_dataset, tmp_path: Path) -> None:
+    import re
+    import subprocess
+
+    root = make_synthetic_dataset(seed=0, num_train=5, num_val=2, image_size=128)
+    out = subprocess.run(_cli_build(root, tmp_path / "s", "--estimate"), check=True, capture_output=True, text=True).stdout
+    m = re.search(r"\((\d+) images, format v2.*: ([0-9.]+) MiB/image", out)
+    assert m and int(m.group(1)) == 5 and float(m.group(2)) > 0, out
+    assert not (tmp_path / "s").exists()
