@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from distill.atomic import write_json_atomic
+from distill.data.crowdpose import CROWDPOSE_STAT_NAMES, crowdpose_eval, is_crowdpose
 from distill.errors import DataError
 from distill.geometry import InferenceResize
 from distill.keypoints import oks_sigmas
@@ -55,6 +56,9 @@ def coco_keypoint_eval(
 ) -> dict[str, float]:
     """Run COCOeval('keypoints') and return the 10 standard stats by name.
 
+    CrowdPose-format data (14 joints, a crowdIndex per image; `distill.data.crowdpose`) is scored the CrowdPose
+    way instead, selected from the annotation file: xtcocotools' 'keypoints_crowd' mode with CrowdPose's OKS
+    sigmas; the stats are then CROWDPOSE_STAT_NAMES, and APm/APl/ARm/ARl are -1 (CrowdPose has no area ranges).
     The results are written (atomically) to `results_file` when given. COCOeval's own printing is
     captured; print `format_stats(...)` for a table.
     """
@@ -67,6 +71,9 @@ def coco_keypoint_eval(
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(ann_file))
     require_scorable(gt.dataset, str(ann_file), image_ids)
+    if is_crowdpose(gt.dataset):
+        crowd = crowdpose_eval(str(ann_file), results, image_ids)
+        return {**crowd, "APm": -1.0, "APl": -1.0, "ARm": -1.0, "ARl": -1.0}
     if not results:  # people to find and none found: AP 0 is the truth
         return {name: 0.0 for name in STAT_NAMES}
     with contextlib.redirect_stdout(io.StringIO()):
@@ -112,10 +119,11 @@ def _category_keypoints(gt: Any) -> list[str] | None:
 
 
 def format_stats(stats: dict[str, float], title: str | None = None) -> str:
-    """The 10 stats as a one-row markdown table."""
-    head = "| " + " | ".join(f"{n:>5}" for n in STAT_NAMES) + " |"
-    rule = "|" + "|".join("-" * 7 for _ in STAT_NAMES) + "|"
-    row = "| " + " | ".join(f"{stats[n]:5.3f}" for n in STAT_NAMES) + " |"
+    """The 10 COCO stats (or CrowdPose's 9) as a one-row markdown table."""
+    names = CROWDPOSE_STAT_NAMES if "AP_hard" in stats else STAT_NAMES
+    head = "| " + " | ".join(f"{n:>5}" for n in names) + " |"
+    rule = "|" + "|".join("-" * max(7, len(n) + 2) for n in names) + "|"
+    row = "| " + " | ".join(f"{stats[n]:{max(5, len(n))}.3f}" for n in names) + " |"
     return "\n".join(([title] if title else []) + [head, rule, row])
 
 

@@ -30,8 +30,6 @@ so any subset regenerates identically, and the JPEG quality is fixed.
 from __future__ import annotations
 
 import colorsys
-import contextlib
-import io
 import json
 import math
 import os
@@ -735,10 +733,18 @@ def annotation_file(out_dir: str | os.PathLike[str], split: str) -> Path:
     return Path(out_dir) / "annotations" / f"person_keypoints_{split}.json"
 
 
-def _params(seed: int, num_train: int, num_val: int, image_size: int) -> dict[str, Any]:
-    return {"generator": "aedistill.synthetic", "version": GENERATOR_VERSION, "seed": int(seed),
-            "num_train": int(num_train), "num_val": int(num_val), "image_size": int(image_size),
-            "jpeg_quality": JPEG_QUALITY}
+KEYPOINT_FORMATS = ("coco", "crowdpose")
+
+
+def _params(seed: int, num_train: int, num_val: int, image_size: int, keypoint_format: str = "coco") -> dict[str, Any]:
+    params = {"generator": "aedistill.synthetic", "version": GENERATOR_VERSION, "seed": int(seed),
+              "num_train": int(num_train), "num_val": int(num_val), "image_size": int(image_size),
+              "jpeg_quality": JPEG_QUALITY}
+    if keypoint_format != "coco":  # COCO datasets keep the parameters (and manifests) they always had
+        if keypoint_format not in KEYPOINT_FORMATS:
+            raise ValueError(f"keypoint_format must be one of {KEYPOINT_FORMATS}, got {keypoint_format!r}")
+        params["keypoint_format"] = keypoint_format
+    return params
 
 
 def _category() -> dict[str, Any]:
@@ -775,16 +781,17 @@ def _clear_split_images(folder: Path, keep: set[str]) -> None:
 
 def generate_dataset(out_dir: str | Path, seed: int = 0, num_train: int = DEFAULT_NUM_TRAIN,
                      num_val: int = DEFAULT_NUM_VAL, image_size: int = DEFAULT_IMAGE_SIZE,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, keypoint_format: str = "coco") -> dict:
     """Write the dataset under `out_dir` (always regenerates) and return its summary.
 
     Returns {"train2017": summarize_split(...), "val2017": ..., "params": {...}}. Every file is written
     atomically and the manifest last, so an interrupted run is never mistaken for a complete one.
-    Use `ensure_dataset` to reuse an existing complete dataset instead.
+    Use `ensure_dataset` to reuse an existing complete dataset instead. `keypoint_format="crowdpose"` writes
+    the same scenes with CrowdPose's 14 joints and a crowdIndex per image (`distill.data.crowdpose`).
     """
     _check_args(seed, num_train, num_val, image_size)
     out = Path(out_dir)
-    params = _params(seed, num_train, num_val, image_size)
+    params = _params(seed, num_train, num_val, image_size, keypoint_format)
     manifest = out / MANIFEST_NAME
     if manifest.exists():
         manifest.unlink()  # the old dataset stops being "complete" before any of it is overwritten
@@ -817,6 +824,10 @@ def generate_dataset(out_dir: str | Path, seed: int = 0, num_train: int = DEFAUL
                 "annotations": annotations,
                 "categories": [_category()],
             }
+            if keypoint_format == "crowdpose":
+                from distill.data.crowdpose import coco_to_crowdpose
+
+                doc = coco_to_crowdpose(doc)
             ann_path = annotation_file(out, split)
             write_json_atomic(ann_path, doc)
             summary[split] = summarize_split(ann_path)
@@ -839,11 +850,12 @@ def load_manifest(out_dir: str | Path) -> dict[str, Any] | None:
 
 
 def dataset_is_complete(out_dir: str | Path, seed: int = 0, num_train: int = DEFAULT_NUM_TRAIN,
-                        num_val: int = DEFAULT_NUM_VAL, image_size: int = DEFAULT_IMAGE_SIZE) -> bool:
+                        num_val: int = DEFAULT_NUM_VAL, image_size: int = DEFAULT_IMAGE_SIZE,
+                        keypoint_format: str = "coco") -> bool:
     """True when `out_dir` holds a finished dataset generated with exactly these parameters."""
     out = Path(out_dir)
     man = load_manifest(out)
-    if man is None or man["params"] != _params(seed, num_train, num_val, image_size):
+    if man is None or man["params"] != _params(seed, num_train, num_val, image_size, keypoint_format):
         return False
     counts = {"train2017": num_train, "val2017": num_val}
     for split in SPLITS:
@@ -857,14 +869,14 @@ def dataset_is_complete(out_dir: str | Path, seed: int = 0, num_train: int = DEF
 
 def ensure_dataset(out_dir: str | Path, seed: int = 0, num_train: int = DEFAULT_NUM_TRAIN,
                    num_val: int = DEFAULT_NUM_VAL, image_size: int = DEFAULT_IMAGE_SIZE,
-                   progress: bool = True, force: bool = False) -> tuple[dict, bool]:
+                   progress: bool = True, force: bool = False, keypoint_format: str = "coco") -> tuple[dict, bool]:
     """Reuse a complete dataset with the same parameters, else generate it. Returns (summary, reused).
 
     Refuses (DataError) to write into a folder that holds COCO annotation files not made by this generator,
     unless `force`: it would overwrite someone's real dataset.
     """
     out = Path(out_dir)
-    if not force and dataset_is_complete(out, seed, num_train, num_val, image_size):
+    if not force and dataset_is_complete(out, seed, num_train, num_val, image_size, keypoint_format):
         man = load_manifest(out)
         assert man is not None
         summary = dict(man.get("summary") or {})
@@ -883,7 +895,7 @@ def ensure_dataset(out_dir: str | Path, seed: int = 0, num_train: int = DEFAULT_
                     and info["params"].get("generator") == "aedistill.synthetic"):
                 raise DataError(f"{path} exists and was not written by the synthetic generator; "
                                 "refusing to overwrite it (choose another --out, or pass --force)")
-    return generate_dataset(out, seed, num_train, num_val, image_size, progress), False
+    return generate_dataset(out, seed, num_train, num_val, image_size, progress, keypoint_format), False
 
 
 # -------------------------------------------------------------------------------------------- summary ---
@@ -932,23 +944,16 @@ def gt_self_ap(ann_file: Path) -> float:
 
     Every non-crowd annotation with num_keypoints > 0 becomes a detection with score 1.0.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from distill.evaluate import coco_keypoint_eval  # COCO's or, for CrowdPose-format files, CrowdPose's AP
 
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    data = json.loads(Path(ann_file).read_text(encoding="utf-8"))
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "keypoints": list(a["keypoints"]),
+             "score": 1.0} for a in data["annotations"] if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
+    if not dets:
+        return float("nan")
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        gt = COCO(str(ann_file))
-        dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "keypoints": list(a["keypoints"]),
-                 "score": 1.0} for a in gt.dataset["annotations"]
-                if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
-        if not dets:
-            return float("nan")
-        dt = gt.loadRes(dets)
-        ev = COCOeval(gt, dt, "keypoints")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return float(ev.stats[0])
+        return float(coco_keypoint_eval(ann_file, dets)["AP"])
 
 
 def timed_generate(out_dir: str | Path, **kwargs: Any) -> tuple[dict, bool, float]:

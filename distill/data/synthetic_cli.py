@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=_int_at_least(synth.MIN_IMAGE_SIZE), default=synth.DEFAULT_IMAGE_SIZE,
                         help=f"image side in px; some images are narrower or shorter, down to 0.75x "
                              f"(default {synth.DEFAULT_IMAGE_SIZE})")
+    parser.add_argument("--format", choices=synth.KEYPOINT_FORMATS, default="coco", dest="keypoint_format",
+                        help="keypoint definition: coco (17 joints, default) or crowdpose (14 joints and a "
+                             "crowdIndex per image; scored with CrowdPose's metrics)")
     parser.add_argument("--force", action="store_true",
                         help="regenerate even if OUT already holds this exact dataset")
 
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     summary, reused, seconds = synth.timed_generate(
         args.out, seed=args.seed, num_train=args.train, num_val=args.val, image_size=args.size,
-        progress=True, force=args.force,
+        progress=True, force=args.force, keypoint_format=args.keypoint_format,
     )
     where = f"{args.out} (seed {args.seed}, {args.train} train / {args.val} val images, size {args.size})"
     if reused:
