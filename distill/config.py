@@ -32,6 +32,19 @@ class ModelSection:
     # Start from these weights instead (fine-tuning; strict load, official .pth or our model.pt). A resumed
     # run loads its own checkpoint over them.
     weights: str = ""
+    # The tag layout T x D, shorthands for overrides (0 = the model config's own): T = tag_maps (1 shared map,
+    # or the number of joints for per-joint maps), D = tag_dim channels per map. Students only.
+    tag_maps: int = 0
+    tag_dim: int = 0
+
+    def model_overrides(self) -> dict[str, Any]:
+        """`overrides` plus the tag layout shorthands (tag_per_joint from tag_maps, tag_dim)."""
+        out = dict(self.overrides)
+        if self.tag_maps:
+            out["tag_per_joint"] = self.tag_maps != 1
+        if self.tag_dim:
+            out["tag_dim"] = self.tag_dim
+        return out
 
 
 @dataclass
@@ -181,6 +194,12 @@ def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             bad(f"{section}.{key}", value, f"expected one of {list(allowed)}")
+    m = cfg.model
+    if m.tag_maps < 0 or m.tag_dim < 0:
+        bad("model.tag_maps/tag_dim", (m.tag_maps, m.tag_dim), "must be >= 1 (or 0: the model config's own)")
+    if (m.tag_maps or m.tag_dim) and m.kind != "student":
+        bad("model.tag_maps/tag_dim", (m.tag_maps, m.tag_dim), "only students choose their tag layout (the "
+            "HigherHRNet teacher is the official architecture: per-joint 1-D tags)")
     d, lo, o, t = cfg.data, cfg.loss, cfg.optim, cfg.train
     try:
         check_input_size(d.input_size, "data.input_size")

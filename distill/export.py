@@ -573,6 +573,7 @@ def export_onnx(
         "aedistill.outputs": ", ".join(f"{n} ({o.shape[1]} channels)" for n, o in zip(names, sample)),
         "aedistill.num_joints": str(num_joints),
         "aedistill.tag_per_joint": str(bool(layout.tag_per_joint)) if isinstance(layout, OutputLayout) else "",
+        "aedistill.tag_dim": str(int(layout.tag_dim)) if isinstance(layout, OutputLayout) else "",
         "aedistill.bn_folded": str(bool(fold)),
         "aedistill.dynamic": str(bool(dynamic)),
         **(metadata or {}),

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 class OutputLayout:
     """The output contract of every teacher and student (`model.output_layout`): what each output holds.
 
-    Output i has `num_joints` heatmap channels when `heatmap_outputs[i]`, followed by `tag_maps` tag channels
-    when `tag_outputs[i]` (T = J per-joint maps, or T = 1 shared map), at 1/`strides[i]` of the input size
-    (lowest resolution first). The official HigherHRNet: heatmaps in both outputs, tags at 1/4, strides (4, 2).
+    Output i has `num_joints` heatmap channels when `heatmap_outputs[i]`, followed by T * D tag channels when
+    `tag_outputs[i]` (T = `tag_maps`: J per-joint maps or one shared map; D = `tag_dim` channels per map,
+    map-major: map t's channels are t*D .. t*D + D - 1), at 1/`strides[i]` of the input size (lowest
+    resolution first). The official HigherHRNet: heatmaps in both outputs, tags at 1/4, strides (4, 2), D = 1.
     `strides` is empty for models that do not declare it (foreign modules, whose layout is inferred)."""
 
     num_joints: int = 17
@@ -31,14 +32,20 @@ class OutputLayout:
     tag_outputs: tuple[bool, ...] = (True, False)
     tag_per_joint: bool = True
     strides: tuple[int, ...] = ()
+    tag_dim: int = 1
 
     @property
     def tag_maps(self) -> int:
         return self.num_joints if self.tag_per_joint else 1
 
+    @property
+    def tag_channels(self) -> int:
+        """T * D: the tag channels of an output that carries tags."""
+        return self.tag_maps * self.tag_dim
+
     def channels(self, index: int) -> int:
         """Channels of output `index`."""
-        return (self.num_joints if self.heatmap_outputs[index] else 0) + (self.tag_maps if self.tag_outputs[index] else 0)
+        return (self.num_joints if self.heatmap_outputs[index] else 0) + (self.tag_channels if self.tag_outputs[index] else 0)
 
     def output_sizes(self, input_size: int) -> list[int]:
         """Side of each output for a square input (needs declared strides)."""
@@ -53,7 +60,7 @@ def _resize(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
 
 def merge_pass(outputs: Sequence[torch.Tensor], layout: OutputLayout, flip_index: Sequence[int] | None = None
                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One forward pass -> (averaged heatmaps, tag maps per tag output) at the last output's size.
+    """One forward pass -> (averaged heatmaps, (B, T, D, H, W) tag maps per tag output) at the last output's size.
 
     With `flip_index`, the pass was run on a horizontally flipped image: flip back and permute joints.
     """
@@ -71,6 +78,8 @@ def merge_pass(outputs: Sequence[torch.Tensor], layout: OutputLayout, flip_index
             heat_count += 1
         if layout.tag_outputs[i]:
             tag = out[:, offset:]
+            b, _, h, w = tag.shape
+            tag = tag.reshape(b, layout.tag_maps, layout.tag_dim, h, w)
             if flip_index is not None and layout.tag_per_joint:
                 tag = tag[:, list(flip_index)]
             tags.append(tag)
@@ -84,7 +93,8 @@ def aggregate_single_scale(
     flip_index: Sequence[int] | None,
     project_hw: tuple[int, int] | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Heatmaps (B, J, H, W) and tags (B, T, H, W, P), P = tag outputs x passes, at one scale."""
+    """Heatmaps (B, J, H, W) and tags (B, T, H, W, L), L = D x tag outputs x passes ([pass 1's D, pass 2's D,
+    ...]; D = 1: the official [original, flipped]), at one scale."""
     heat, tags = merge_pass(outputs, layout)
     heats = [heat]
     if flipped_outputs is not None:
@@ -95,9 +105,9 @@ def aggregate_single_scale(
         tags = tags + tags_f
     if project_hw is not None:
         heats = [_resize(h, project_hw) for h in heats]
-        tags = [_resize(t, project_hw) for t in tags]
+        tags = [_resize(t.flatten(1, 2), project_hw).reshape(*t.shape[:3], *project_hw) for t in tags]
     heatmaps = heats[0] if len(heats) == 1 else (heats[0] + heats[1]) / 2.0
-    return heatmaps, torch.stack(tags, dim=4)
+    return heatmaps, torch.cat([t.permute(0, 1, 3, 4, 2) for t in tags], dim=4)
 
 
 def combine_scales(per_scale: Sequence[tuple[float, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

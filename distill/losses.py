@@ -90,10 +90,15 @@ class LossConfig:
     # How `joint_indices` are laid out: 'auto' = per-joint (j*H*W + y*W + x) when the student has T = J tag
     # maps, shared (y*W + x) when T = 1. 'per_joint' with a T = 1 student uses index mod H*W.
     tag_index_layout: IndexLayout = "auto"
+    # D: channels per tag map (the student's `output_layout.tag_dim`); push/pull use squared L2 distances
+    # between D-dim tags, which for D = 1 is the official loss.
+    tag_dim: int = 1
 
     def __post_init__(self) -> None:
         if self.num_joints < 1:
             raise ValueError(f"num_joints must be >= 1, got {self.num_joints}")
+        if self.tag_dim < 1:
+            raise ValueError(f"tag_dim (channels per tag map) must be >= 1, got {self.tag_dim}")
         object.__setattr__(self, "heatmap_factors", tuple(float(f) for f in self.heatmap_factors))
         if not self.heatmap_factors:
             raise ValueError("heatmap_factors must name at least one output")
@@ -261,6 +266,14 @@ def _gather(tags: Tensor, idx: Tensor) -> Tensor:
     return flat.gather(1, idx.reshape(b, -1)).view(idx.shape)
 
 
+def _gather_vectors(tags: Tensor, idx: Tensor, tag_dim: int) -> Tensor:
+    """tags (B, T*D, H, W) map-major, idx (B, P, K) into (T*H*W,) -> (B, P, K, D) float32 tag vectors."""
+    b, c, h, w = tags.shape
+    per_dim = tags.reshape(b, c // tag_dim, tag_dim, h * w).transpose(1, 2).reshape(b, tag_dim, -1).float()
+    flat_idx = idx.reshape(b, 1, -1).expand(b, tag_dim, -1)
+    return per_dim.gather(2, flat_idx).permute(0, 2, 1).reshape(*idx.shape, tag_dim)
+
+
 def _segment_stats(vis: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per-person visible counts (B, P) float, person-valid mask (B, P), persons per image N (B,) float."""
     cnt = vis.sum(dim=-1)
@@ -269,28 +282,38 @@ def _segment_stats(vis: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def ae_loss(
-    tags: Tensor, joint_index: Tensor, loss_type: AELossType = "exp", layout: IndexLayout = "auto"
+    tags: Tensor, joint_index: Tensor, loss_type: AELossType = "exp", layout: IndexLayout = "auto",
+    tag_dim: int = 1,
 ) -> tuple[Tensor, Tensor]:
-    """Associative-Embedding (push, pull), each (B,) float32, for tag maps (B, T, H, W); unweighted.
+    """Associative-Embedding (push, pull), each (B,) float32, for tag maps (B, T*D, H, W); unweighted.
 
-    Vectorised over batch and persons; equals the official per-person loop up to float summation order.
+    D = `tag_dim` channels per map (map-major). A person's reference tag is the mean of its joints' D-dim
+    tags; pull = mean squared L2 distance to it, push = exp(-squared L2 distance) between references ('max':
+    max(0, 1 - L2 distance)). For D = 1 this is the official loss. Vectorised over batch and persons; equals the
+    official per-person loop up to float summation order.
     """
     if not isinstance(tags, Tensor) or tags.dim() != 4:
-        raise ValueError(f"tag maps must be (B, T, H, W), got {_shape(tags)}")
-    b, t, h, w = tags.shape
+        raise ValueError(f"tag maps must be (B, T*D, H, W), got {_shape(tags)}")
+    b, c, h, w = tags.shape
+    if tag_dim < 1 or c % tag_dim:
+        raise ValueError(f"{c} tag channels are not T maps of D = {tag_dim} channels each")
+    t = c // tag_dim
     idx, vis = resolve_tag_index(_check_index(joint_index, b).to(tags.device), t, h, w, layout)
-    vals = _gather(tags, idx)  # (B, P, K)
+    vals = _gather_vectors(tags, idx, tag_dim)  # (B, P, K, D)
     visf = vis.float()
     cnt, valid, n = _segment_stats(vis)
-    mean = (vals * visf).sum(-1) / cnt.clamp(min=1)  # (B, P); 0 for empty persons
-    pull_p = ((vals - mean[..., None]) ** 2 * visf).sum(-1) / cnt.clamp(min=1)
+    mean = (vals * visf[..., None]).sum(2) / cnt.clamp(min=1)[..., None]  # (B, P, D); 0 for empty persons
+    pull_p = (((vals - mean[:, :, None]) ** 2).sum(-1) * visf).sum(-1) / cnt.clamp(min=1)
     pull = pull_p.sum(-1) / n.clamp(min=1)
 
-    diff = mean[:, :, None] - mean[:, None, :]  # (B, P, P)
+    diff = mean[:, :, None] - mean[:, None, :]  # (B, P, P, D)
+    dist2 = (diff ** 2).sum(-1)
     if loss_type == "exp":
-        sim = torch.exp(-(diff ** 2))
+        sim = torch.exp(-dist2)
     elif loss_type == "max":
-        sim = torch.clamp(1 - diff.abs(), min=0)
+        pos = dist2 > 0  # sqrt's gradient at 0 is infinite: the diagonal and empty persons would give NaN
+        dist = diff[..., 0].abs() if tag_dim == 1 else torch.where(pos, torch.where(pos, dist2, 1.0).sqrt(), 0.0)
+        sim = torch.clamp(1 - dist, min=0)
     else:
         raise ValueError(f"AE loss type must be 'exp' or 'max', got {loss_type!r}")
     p = mean.shape[1]
@@ -383,11 +406,14 @@ class DistillLoss(nn.Module):
                 raise ValueError(f"output {i} must be a (B={b}, C, H, W) tensor, got {_shape(o)}")
             if i > 0 and o.shape[1] != j:
                 raise ValueError(f"output {i} must have J = {j} heatmap channels, got {tuple(o.shape)}")
-        t = outputs[0].shape[1] - j
-        if t not in (0, 1, j):
+        d = cfg.tag_dim
+        c = outputs[0].shape[1] - j
+        if c not in (0, d, j * d):
             raise ValueError(
-                f"output 0 must have J + T channels with J = {j} and T in (0, 1, {j}), got {tuple(outputs[0].shape)}"
+                f"output 0 must have J + T*D channels with J = {j}, T in (0, 1, {j}) and D = {d} (config.tag_dim), "
+                f"got {tuple(outputs[0].shape)}"
             )
+        t = c // d
         if teacher_outputs is not None:
             if isinstance(teacher_outputs, Tensor) or len(teacher_outputs) < n_out:
                 raise ValueError(f"teacher_outputs must be a list with at least {n_out} tensors (one per output)")
@@ -470,8 +496,11 @@ class DistillLoss(nn.Module):
                 index = joint_indices[0]
             tags = outputs[0][:, j:]
             index = _check_index(index, tags.shape[0]).to(tags.device)
-            terms["push"], terms["pull"] = ae_loss(tags, index, cfg.ae_loss_type, cfg.tag_index_layout)
-            if teacher_outputs is not None or uses_tag_kd:
+            terms["push"], terms["pull"] = ae_loss(tags, index, cfg.ae_loss_type, cfg.tag_index_layout, cfg.tag_dim)
+            if uses_tag_kd and cfg.tag_dim != 1:
+                raise ValueError(f"tag KD is defined for 1-D tags; this student has D = {cfg.tag_dim} channels per tag "
+                                 "map: set tag_kd_weight = 0")
+            if (teacher_outputs is not None or uses_tag_kd) and cfg.tag_dim == 1:
                 if teacher_outputs is None:
                     raise ValueError(f"teacher_outputs are required for tag KD (tag_kd_weight = {cfg.tag_kd_weight})")
                 t_tags = self._teacher_tags(t, teacher_outputs[0])

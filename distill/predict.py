@@ -175,8 +175,10 @@ class Predictor:
         if self._codec is None:
             if self.layout is None:
                 raise RuntimeError("the output layout is not known yet (run a forward pass first)")
-            self._codec = AECodec.for_keypoints(self.spec, tag_per_joint=self.layout.tag_per_joint,
-                                                **self.decode_overrides)
+            overrides = dict(self.decode_overrides)
+            if self.layout.tag_dim > 1:  # D-dim tags: people keyed by the whole D-vector of their seed joint
+                overrides["match"] = {"key_dims": self.layout.tag_dim, **(overrides.get("match") or {})}
+            self._codec = AECodec.for_keypoints(self.spec, tag_per_joint=self.layout.tag_per_joint, **overrides)
         return self._codec
 
     def reset_timings(self) -> None:

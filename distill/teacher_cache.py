@@ -196,7 +196,7 @@ def output_layout(cfg: Any) -> list[dict[str, int]]:
     for k in range(cfg.num_outputs):
         if 2 ** k > 4:
             raise StoreError(f"teacher output {k} would be finer than the input (stride 4 / 2^{k}); not supported")
-        tags = cfg.tag_dim if cfg.with_ae_loss[k] else 0
+        tags = cfg.tag_maps * cfg.tag_dim if cfg.with_ae_loss[k] else 0
         out.append({"index": k, "stride": 4 // 2 ** k, "channels": cfg.num_joints + tags,
                     "heatmaps": cfg.num_joints, "tags": tags})
     return out

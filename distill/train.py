@@ -40,7 +40,7 @@ from distill.data.coco import CocoKeypointDataset
 from distill.errors import CheckpointError, TrainingDiverged, ensure_writable_dir
 from distill.data.transforms import AugmentConfig
 from distill.losses import DistillLoss, LossConfig
-from distill.models import build_model, initialise, load_weights
+from distill.models import build_model, contract_of, initialise, load_weights
 from distill.progress import progress
 from distill.tag_reduction import TagReducer
 from distill.teacher_targets import AugMetaDataset, OnlineTeacher, TrainBatch
@@ -55,7 +55,9 @@ def save_model_file(path: Path, model: nn.Module, cfg: RunConfig, extra: dict[st
 
     Refuses non-finite weights: a diverged model is never written over a good file."""
     _refuse_non_finite(model, path)
-    payload = {"state_dict": model.state_dict(), "model": asdict(cfg.model), **(extra or {})}
+    # "overrides" carries the tag-layout shorthands too, so `load_model` rebuilds exactly this model.
+    payload = {"state_dict": model.state_dict(), "model": {**asdict(cfg.model), "overrides": cfg.model.model_overrides()},
+               **(extra or {})}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -177,8 +179,9 @@ class ModelEma:
 
 
 # ------------------------------------------------------------------------------------------ the run
-def loss_config(cfg: RunConfig, num_joints: int) -> LossConfig:
-    """The `LossConfig` of a run: its `loss` section; the KD terms only when a teacher is configured."""
+def loss_config(cfg: RunConfig, num_joints: int, tag_dim: int = 1) -> LossConfig:
+    """The `LossConfig` of a run: its `loss` section; the KD terms only when a teacher is configured; `tag_dim`
+    (D, channels per tag map) from the model's output contract."""
     c = cfg.loss
     use_teacher = bool(cfg.teacher.name)
     return LossConfig(
@@ -190,6 +193,7 @@ def loss_config(cfg: RunConfig, num_joints: int) -> LossConfig:
         ohkm_gt=c.ohkm_gt, ohkm_kd=c.ohkm_kd,
         ohkm_topk=c.ohkm_topk, tag_reduction=c.tag_reduction,  # type: ignore[arg-type]
         tag_index_layout="per_joint",  # the dataset encodes per-joint indices; T = 1 students use index mod H*W
+        tag_dim=int(tag_dim),
     )
 
 
@@ -210,7 +214,7 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         _seed_everything(cfg.train.seed + self.rank)
 
-        self.model = build_model(cfg.model.kind, cfg.model.name, cfg.model.overrides)
+        self.model = build_model(cfg.model.kind, cfg.model.name, cfg.model.model_overrides())
         initialise(self.model, cfg.model.init)
         if cfg.model.weights:
             load_weights(self.model, cfg.model.weights)
@@ -242,7 +246,8 @@ class Trainer:
         self.steps_per_epoch = self.sampler.batches_per_epoch
 
         self.tag_reducer = TagReducer(cfg.loss.tag_reduction) if cfg.teacher.name else None
-        self.criterion = DistillLoss(loss_config(cfg, self.num_joints), self.tag_reducer)
+        self.criterion = DistillLoss(loss_config(cfg, self.num_joints, contract_of(self.model).tag_dim),
+                                     self.tag_reducer)
         self.optimizer = build_optimizer(self.model, cfg)
         lr_factor(0, self.steps_per_epoch, cfg)  # validates the schedule before any work
         self.ema = ModelEma(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None

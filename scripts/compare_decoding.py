@@ -17,18 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from distill.atomic import write_json_atomic
-from distill.codec.decode import DECODE_MODES
+from distill.codec.decode import decode_mode
 from distill.data.coco import CocoKeypointDataset
 from distill.evaluate import coco_keypoint_eval
 from distill.models import load_model
 from distill.predict import Predictor
 from distill.progress import progress
 
-IMPROVED = DECODE_MODES["improved"]
-# name -> DecodeParams overrides (on top of the official defaults)
+IMPROVED = decode_mode("improved")  # Predictor kwargs: DecodeParams overrides + project
+# name -> Predictor keyword arguments (DecodeParams overrides, `match` overrides, `project`)
 VARIANTS: dict[str, dict[str, Any]] = {
-    "official": DECODE_MODES["official"],
+    "official": decode_mode("official"),
     "improved": IMPROVED,
+    # the preset with one option changed at a time
+    "improved, projected (input size)": {**IMPROVED, "project": True},
     "improved - dedup": {**IMPROVED, "dedup": False},
     "improved, subpixel quarter": {**IMPROVED, "subpixel": "quarter"},
     "improved + grow_limits": {**IMPROVED, "grow_limits": True},
@@ -36,9 +38,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "improved + person_nms 0.7": {**IMPROVED, "person_nms": 0.7},
     "improved, tag threshold 0.75": {**IMPROVED, "match": {"tag_threshold": 0.75}},
     "improved, tag threshold 0.5": {**IMPROVED, "match": {"tag_threshold": 0.5}},
-    # grouping on the un-projected maps (the network's 1/2 resolution), people mapped to the image afterwards
+    # official with one option added
     "official at heatmap resolution": {"project": False},
-    "improved at heatmap resolution": {**IMPROVED, "project": False},
+    "official + dedup": {"ties": "index", "dedup": True},
+    "official + dark": {"subpixel": "dark"},
 }
 
 

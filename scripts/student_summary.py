@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     with torch.device("meta"):
         teacher = build_teacher(args.teacher)
     ref = count_macs(teacher, args.size)
-    rows = [{"model": str(args.teacher), "family": "teacher", "tags": teacher.cfg.tag_dim,
+    rows = [{"model": str(args.teacher), "family": "teacher", "tags": teacher.cfg.tag_maps,
              "params": ref.params, "macs_paper": ref.macs_paper, "macs_true": ref.macs_true,
              "flops_true": ref.flops_true}]
     for name in list_students():
         cfg = get_student_config(name)
         model = build_student(cfg)
         r = count_macs(model, args.size)
-        rows.append({"model": name, "family": config_family(cfg), "tags": cfg.tag_dim, "params": r.params,
+        rows.append({"model": name, "family": config_family(cfg), "tags": cfg.tag_maps, "params": r.params,
                      "macs_paper": r.macs_paper, "macs_true": r.macs_true, "flops_true": r.flops_true})
     for row in rows:
         row["params_pct"] = 100 * row["params"] / ref.params

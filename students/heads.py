@@ -74,14 +74,16 @@ class TopDownFusion(nn.Module):
 
 
 class AEHead(nn.Module):
-    """1/4 output (J + T channels) and the deconv 1/2 output (J channels) from 1/4 features."""
+    """1/4 output (J + T*D channels: T tag maps of D channels each, map-major) and the deconv 1/2 output
+    (J channels) from 1/4 features."""
 
     def __init__(self, in_channels: int, num_joints: int, tag_per_joint: bool, deconv_channels: int,
-                 num_basic_blocks: int) -> None:
+                 num_basic_blocks: int, tag_dim: int = 1) -> None:
         super().__init__()
         self.num_joints = num_joints
-        self.tag_dim = num_joints if tag_per_joint else 1
-        out0 = num_joints + self.tag_dim
+        self.tag_maps = num_joints if tag_per_joint else 1
+        self.tag_dim = int(tag_dim)
+        out0 = num_joints + self.tag_maps * self.tag_dim
         self.final_layers = nn.ModuleList([
             nn.Conv2d(in_channels, out0, kernel_size=1),
             nn.Conv2d(deconv_channels, num_joints, kernel_size=1),
@@ -97,7 +99,8 @@ class AEHead(nn.Module):
 
     @property
     def output_layout(self) -> OutputLayout:
-        return OutputLayout(self.num_joints, (True, True), (True, False), self.tag_dim == self.num_joints, strides=(4, 2))
+        return OutputLayout(self.num_joints, (True, True), (True, False), self.tag_maps == self.num_joints,
+                            strides=(4, 2), tag_dim=self.tag_dim)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         y = self.final_layers[0](x)

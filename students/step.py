@@ -110,6 +110,7 @@ class StepStudentConfig:
     smooth: bool = True               # 3x3 conv-BN-ReLU after the top-down fusion at 1/4
     num_joints: int = 17
     tag_per_joint: bool = True
+    tag_dim: int = 1                  # D: channels of each tag map (a D-dim embedding per pixel)
     name: str = ""
     input_size: int | None = 512      # nominal training/eval input side (informative)
 
@@ -132,13 +133,16 @@ class StepStudentConfig:
             raise StudentConfigError("stage_channels and stage_blocks must be positive")
         if self.deconv_blocks < 0:
             raise StudentConfigError(f"field 'deconv_blocks' must be >= 0, got {self.deconv_blocks}")
+        if self.tag_dim < 1:
+            raise StudentConfigError(f"field 'tag_dim' (channels per tag map) must be >= 1, got {self.tag_dim}")
 
     @property
     def family(self) -> str:
         return "step"
 
     @property
-    def tag_dim(self) -> int:
+    def tag_maps(self) -> int:
+        """T: J per-joint tag maps, or one shared map."""
         return self.num_joints if self.tag_per_joint else 1
 
 
@@ -174,7 +178,7 @@ class StepPoseNet(nn.Module):
         strides = [4 * 2 ** i for i in range(len(cfg.stage_channels))]
         self.neck = TopDownFusion(cfg.stage_channels, strides, cfg.neck_channels, smooth=cfg.smooth)
         self.head = AEHead(cfg.neck_channels, cfg.num_joints, cfg.tag_per_joint, cfg.deconv_channels,
-                           cfg.deconv_blocks)
+                           cfg.deconv_blocks, tag_dim=cfg.tag_dim)
         self.input_multiple = strides[-1]
         init_student_weights(self, self.head)
 

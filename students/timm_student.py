@@ -41,6 +41,7 @@ class TimmStudentConfig:
     smooth: bool = True
     num_joints: int = 17
     tag_per_joint: bool = True
+    tag_dim: int = 1                  # D: channels of each tag map (a D-dim embedding per pixel)
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs
     name: str = ""
     input_size: int | None = 512
@@ -65,13 +66,16 @@ class TimmStudentConfig:
                 raise StudentConfigError(f"field '{key}' must be >= 1, got {getattr(self, key)}")
         if self.deconv_blocks < 0:
             raise StudentConfigError(f"field 'deconv_blocks' must be >= 0, got {self.deconv_blocks}")
+        if self.tag_dim < 1:
+            raise StudentConfigError(f"field 'tag_dim' (channels per tag map) must be >= 1, got {self.tag_dim}")
 
     @property
     def family(self) -> str:
         return "timm"
 
     @property
-    def tag_dim(self) -> int:
+    def tag_maps(self) -> int:
+        """T: J per-joint tag maps, or one shared map."""
         return self.num_joints if self.tag_per_joint else 1
 
 
@@ -108,7 +112,7 @@ class TimmPoseNet(nn.Module):
         self.feature_channels = tuple(channels)
         self.neck = TopDownFusion(channels, strides, cfg.neck_channels, smooth=cfg.smooth)
         self.head = AEHead(cfg.neck_channels, cfg.num_joints, cfg.tag_per_joint, cfg.deconv_channels,
-                           cfg.deconv_blocks)
+                           cfg.deconv_blocks, tag_dim=cfg.tag_dim)
         self.input_multiple = strides[-1]
         # timm initialises the backbone itself; only the new layers get the student init.
         init_student_weights(self.neck)

@@ -136,13 +136,18 @@ class HigherHRNetConfig:
             raise TeacherConfigError("stem_channels, layer1_planes and layer1_blocks must be positive")
 
     @property
-    def tag_dim(self) -> int:
-        """Tag maps per output that carries tags: K with tag_per_joint, else 1 shared map."""
+    def tag_maps(self) -> int:
+        """T: tag maps per output that carries tags: K with tag_per_joint, else 1 shared map."""
         return self.num_joints if self.tag_per_joint else 1
+
+    @property
+    def tag_dim(self) -> int:
+        """D: channels per tag map; 1 for the official architecture."""
+        return 1
 
     def output_channels(self, index: int) -> int:
         """Channels of output `index` (0 = 1/4 resolution): K heatmaps (+ tag maps if it has AE loss)."""
-        return self.num_joints + (self.tag_dim if self.with_ae_loss[index] else 0)
+        return self.num_joints + (self.tag_maps if self.with_ae_loss[index] else 0)
 
     @property
     def num_outputs(self) -> int:

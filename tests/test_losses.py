@@ -478,7 +478,7 @@ def test_shape_errors_name_what_was_expected():
         loss(outs, hms, [masks[0][:, :8], masks[1]], idx, teacher)
     with pytest.raises(ValueError, match=r"must have the prediction's shape \(3, 17, 32, 32\)"):
         loss(outs, [hms[0], hms[1][:, :5]], masks, idx, teacher)
-    with pytest.raises(ValueError, match=r"J \+ T channels with J = 17 and T in \(0, 1, 17\)"):
+    with pytest.raises(ValueError, match=r"J \+ T\*D channels with J = 17, T in \(0, 1, 17\) and D = 1"):
         loss([outs[0][:, :20], outs[1]], hms, masks, idx, teacher)
     with pytest.raises(ValueError, match=r"teacher output 1 must be \(B=3, >= J=17, 32, 32\)"):
         loss(outs, hms, masks, idx, [teacher[0], teacher[1][:, :, :16, :16]])

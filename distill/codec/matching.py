@@ -59,10 +59,15 @@ class MatchParams:
     use_detection_val: bool = True
     ignore_too_much: bool = False
     solver: str = "munkres"
+    # People are keyed by their seed joint's first `key_dims` tag values (the official parser: 1, so two seeds
+    # with the same first value merge). D-dim tags (D > 1) need key_dims = D: their first values may coincide.
+    key_dims: int = 1
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
             raise ValueError(f"unknown solver {self.solver!r}; choose one of {sorted(SOLVERS)}")
+        if self.key_dims < 1:
+            raise ValueError(f"key_dims must be >= 1, got {self.key_dims}")
         if sorted(self.joint_order) != list(range(self.num_joints)):
             raise ValueError(f"joint_order {list(self.joint_order)} is not a permutation of {self.num_joints} joints")
 
@@ -79,8 +84,12 @@ def match_by_tag(
     solve = SOLVERS[params.solver]
     num_joints, _, tag_dim = tag_k.shape
     empty_person = np.zeros((num_joints, 3 + tag_dim))
-    people: dict[float, np.ndarray] = {}
-    person_tags: dict[float, list[np.ndarray]] = {}
+    people: dict[object, np.ndarray] = {}
+    person_tags: dict[object, list[np.ndarray]] = {}
+    kd = params.key_dims
+
+    def key_of(tag: np.ndarray) -> object:
+        return tag[0] if kd == 1 else tuple(tag[:kd].tolist())
 
     for step, joint in enumerate(params.joint_order):
         cand = np.concatenate((loc_k[joint], val_k[joint, :, None], tag_k[joint]), axis=1)
@@ -92,7 +101,7 @@ def match_by_tag(
 
         if step == 0 or not people:
             for tag, row in zip(tags, cand):
-                key = tag[0]
+                key = key_of(tag)
                 people.setdefault(key, empty_person.copy())[joint] = row
                 person_tags[key] = [tag]
             continue
@@ -113,7 +122,7 @@ def match_by_tag(
                 people[key][joint] = cand[row]
                 person_tags[key].append(tags[row])
             else:
-                key = tags[row][0]
+                key = key_of(tags[row])
                 people.setdefault(key, empty_person.copy())[joint] = cand[row]
                 person_tags[key] = [tags[row]]
 
