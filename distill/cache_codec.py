@@ -25,6 +25,7 @@ import numpy as np
 
 SCHEME = "q8-peak255-delta-zstd"
 LEVEL = 3
+TAG_BITS = 8  # default tag quantisation (the store header records the one used)
 _TINY = np.float32(1e-12)
 _U8, _U16 = 0, 1
 
@@ -53,14 +54,16 @@ def heat_peak(flat: np.ndarray) -> np.ndarray:
     return np.maximum(np.where(hi >= mag / 128, hi, mag), _TINY).astype(np.float32)
 
 
-def _quantise(maps: np.ndarray, heatmaps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+def _quantise(maps: np.ndarray, heatmaps: int, tag_bits: int = 8
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
     c = maps.shape[0]
     flat = maps.reshape(c, -1).astype(np.float32)
     lo = flat.min(axis=1)
     hi = flat.max(axis=1)
     step = np.empty(c, np.float32)
     step[:heatmaps] = np.float32(2.0) * heat_peak(flat[:heatmaps]) / np.float32(255.0)
-    step[heatmaps:] = np.maximum(hi[heatmaps:] - lo[heatmaps:], _TINY) / np.float32(255.0)
+    tag_levels = np.float32(2 ** int(tag_bits) - 1)
+    step[heatmaps:] = np.maximum(hi[heatmaps:] - lo[heatmaps:], _TINY) / tag_levels
     codes = np.zeros(c, np.uint8)
     planes = []
     for i in range(c):
@@ -69,6 +72,11 @@ def _quantise(maps: np.ndarray, heatmaps: int) -> tuple[np.ndarray, np.ndarray, 
             codes[i] = _U16
             planes.append(q.astype(np.uint16).reshape(maps.shape[1:]))
             continue
+        if i >= heatmaps and tag_bits > 8:
+            codes[i] = _U16
+            q16 = np.clip(q, 0, tag_levels).astype(np.uint16).reshape(maps.shape[1:])
+            planes.append(np.diff(q16, axis=1, prepend=np.uint16(0)).astype(np.uint16))  # mod-65536 deltas
+            continue
         q8 = np.clip(q, 0, 255).astype(np.uint8).reshape(maps.shape[1:])
         if i >= heatmaps:
             q8 = np.diff(q8, axis=1, prepend=np.uint8(0)).astype(np.uint8)  # mod-256 deltas along x
@@ -76,12 +84,16 @@ def _quantise(maps: np.ndarray, heatmaps: int) -> tuple[np.ndarray, np.ndarray, 
     return lo.astype(np.float32), step, codes, planes
 
 
-def encode_image(maps: Sequence[np.ndarray], heatmaps: Sequence[int]) -> tuple[bytes, EncodeError]:
-    """maps: (C_k, H_k, W_k) per output; heatmaps[k]: how many leading channels of output k are heatmaps."""
+def encode_image(maps: Sequence[np.ndarray], heatmaps: Sequence[int], tag_bits: int = TAG_BITS
+                 ) -> tuple[bytes, EncodeError]:
+    """maps: (C_k, H_k, W_k) per output; heatmaps[k]: how many leading channels of output k are heatmaps;
+    tag_bits: quantisation of the tag maps (8: uint8; 9..16: uint16 planes)."""
+    if not 1 <= int(tag_bits) <= 16:
+        raise ValueError(f"tag_bits must be in 1..16, got {tag_bits}")
     comp, _ = _compressor()
     parts: list[bytes] = []
     for m, h in zip(maps, heatmaps):
-        lo, step, codes, planes = _quantise(np.asarray(m), int(h))
+        lo, step, codes, planes = _quantise(np.asarray(m), int(h), int(tag_bits))
         parts += [lo.tobytes(), step.tobytes(), codes.tobytes()] + [p.tobytes() for p in planes]
     blob = comp.compress(b"".join(parts))
     decoded = decode_image(blob, [np.asarray(m).shape for m in maps], heatmaps)
@@ -115,7 +127,7 @@ def decode_image(blob: bytes | memoryview, shapes: Sequence[Sequence[int]], heat
             q = np.frombuffer(raw, dtype, n, pos).reshape(hh, ww)
             pos += n * np.dtype(dtype).itemsize
             if i >= int(h):
-                q = np.cumsum(q, axis=1, dtype=np.uint8)  # undo the mod-256 deltas
+                q = np.cumsum(q, axis=1, dtype=dtype)  # undo the mod-2^8 / 2^16 deltas
             maps[i] = q.astype(np.float32) * step[i] + lo[i]
         out.append(maps)
     if pos != len(raw):

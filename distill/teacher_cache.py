@@ -204,7 +204,7 @@ def output_layout(cfg: Any) -> list[dict[str, int]]:
 
 def make_header(*, teacher_cfg: Any, weights: Mapping[str, Any], input_size: int, amp: str | None,
                 dataset: Mapping[str, Any], flip_index: Sequence[int], shard_size: int,
-                format_version: int = FORMAT_VERSION) -> dict[str, Any]:
+                format_version: int = FORMAT_VERSION, tag_bits: int | None = None) -> dict[str, Any]:
     cfg_dict = teacher_cfg.to_dict() if hasattr(teacher_cfg, "to_dict") else dict(teacher_cfg)
     header = {
         "format": FORMAT,
@@ -226,13 +226,15 @@ def make_header(*, teacher_cfg: Any, weights: Mapping[str, Any], input_size: int
         "code_version": code_version(),
     }
     if int(format_version) == 2:
-        from distill.cache_codec import LEVEL, SCHEME
+        from distill.cache_codec import LEVEL, SCHEME, TAG_BITS
 
+        bits = int(tag_bits or TAG_BITS)
         header["dtype"] = "quantised"
         header["encoding"] = {
-            "scheme": SCHEME, "zstd_level": LEVEL,
+            "scheme": SCHEME, "zstd_level": LEVEL, "tag_bits": bits,
             "heatmaps": "uint8 (uint16 if needed), offset min, step 2*peak/255: |error| <= peak/255 per map",
-            "tags": "uint8, offset min, step (max-min)/255, delta-coded along x: |error| <= (max-min)/510 per map",
+            "tags": f"{bits}-bit, offset min, step (max-min)/{2 ** bits - 1}, delta-coded along x: |error| <= "
+                    f"(max-min)/{2 * (2 ** bits - 1)} per map",
             "worst_error": "measured per image at build time: shard records' 'error', TeacherStore.worst_error()",
         }
     elif int(format_version) != 1:
@@ -284,8 +286,8 @@ def identity_mismatches(stored: Mapping[str, Any], wanted: Mapping[str, Any]) ->
             return f"{kind}, state_dict sha256 {_short(w.get('state_dict_sha256'))}"
         problems.append(f"teacher weights: store {desc(sw)} vs now {desc(ww)}")
     for key, label in (("input_size", "input size"), ("dtype", "dtype"), ("amp", "amp"), ("outputs", "output layout"),
-                       ("flip_index", "flip index"), ("shard_size", "shard size")):
-        if key in wanted and stored.get(key) != wanted.get(key):
+                       ("flip_index", "flip index"), ("shard_size", "shard size"), ("encoding", "v2 encoding")):
+        if (key in wanted or key in stored) and stored.get(key) != wanted.get(key):
             problems.append(f"{label}: store {stored.get(key)!r} vs now {wanted.get(key)!r}")
     sd, wd = stored.get("dataset", {}), wanted.get("dataset")
     if wd is not None:
@@ -522,7 +524,8 @@ class StoreWriter:
             with open(tmp, "wb") as fh:
                 w = _HashingWriter(fh)
                 for _, _, maps in records:
-                    blob, err = encode_image([np.asarray(m, dtype=np.float32) for m in maps], heatmaps)
+                    blob, err = encode_image([np.asarray(m, dtype=np.float32) for m in maps], heatmaps,
+                                             int(self.header["encoding"].get("tag_bits", 8)))
                     per_image.append({"blob": [w.n, len(blob)],
                                       "error": {"heat_rel": err.heat_rel, "tag_abs": err.tag_abs}})
                     w.write(blob)
@@ -880,7 +883,7 @@ class _CacheInputs(torch.utils.data.Dataset):
 
 def estimate_store(model: torch.nn.Module, dataset: Any, *, input_size: int, device: str | torch.device = "cpu",
                    amp: str | None = None, format_version: int = FORMAT_VERSION, sample: int = 4,
-                   num_parts: int = 1) -> dict[str, float]:
+                   num_parts: int = 1, tag_bits: int | None = None) -> dict[str, float]:
     """Projected store size and build time for the whole split from the first `sample` images (the first one is
     a warm-up, not timed): teacher forward (one image per pass), float16 cast and, for v2, encoding. Images are
     spread evenly over the split's sizes only as far as the sample is, so take the figures as estimates."""
@@ -899,7 +902,7 @@ def estimate_store(model: torch.nn.Module, dataset: Any, *, input_size: int, dev
         if int(format_version) == 2:
             from distill.cache_codec import encode_image
 
-            size = len(encode_image([h.astype(np.float32) for h in halves], heatmaps)[0])
+            size = len(encode_image([h.astype(np.float32) for h in halves], heatmaps, tag_bits or 8)[0])
         else:
             size = sum(h.nbytes for h in halves)
         if device.type == "cuda":
@@ -949,6 +952,7 @@ def build_store(
     format_version: int = FORMAT_VERSION,
     num_parts: int = 1,
     part: int = 0,
+    tag_bits: int | None = None,
 ) -> BuildSummary:
     """Run the frozen teacher over every image of `dataset` (a `CocoKeypointDataset`) into the store `out`.
 
@@ -968,7 +972,7 @@ def build_store(
     num_shards = math.ceil(len(ids) / shard_size)
     header = make_header(teacher_cfg=teacher_cfg, weights=weights, input_size=input_size, amp=amp,
                          dataset=dataset_identity(dataset), flip_index=dataset.flip_index, shard_size=shard_size,
-                         format_version=format_version)
+                         format_version=format_version, tag_bits=tag_bits)
     writer = StoreWriter(out, header, num_shards, log=log, part=(part, num_parts) if num_parts > 1 else None)
     try:
         return _fill_store(writer, out, model, dataset, ids, shard_size=shard_size, batch_size=batch_size,

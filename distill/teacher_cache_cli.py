@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: torchrun's WORLD_SIZE, else 1)")
     parser.add_argument("--part", type=int, default=None, help="which part this process builds, 0..N-1 "
                         "(default: torchrun's RANK, else 0)")
+    parser.add_argument("--tag-bits", type=int, default=None, choices=range(8, 17), metavar="8..16",
+                        help="format 2: bits per tag value (default 8, the smallest store; 12 changes the decoded "
+                             "people as rarely as float16 does, scripts/cache_decode_identity.py)")
     parser.add_argument("--estimate", action="store_true",
                         help="print the projected size and build time of the whole split (from its first images) "
                              "and exit without building")
@@ -73,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     input_size = args.input_size or cfg.input_size or DEFAULT_INPUT_SIZE
     if input_size < 64:
         raise AEDistillError(f"--input-size must be at least 64, got {input_size}")
+    if args.tag_bits is not None and args.format_version != 2:
+        raise AEDistillError("--tag-bits applies to --format 2 only")
     num_parts = args.num_parts if args.num_parts is not None else int(os.environ.get("WORLD_SIZE", 1))
     part = args.part if args.part is not None else int(os.environ.get("RANK", 0))
     if num_parts < 1 or not 0 <= part < num_parts:
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         from distill.teacher_cache import estimate_store
 
         est = estimate_store(model, dataset, input_size=input_size, device=device, amp=args.amp,
-                             format_version=args.format_version, num_parts=num_parts)
+                             format_version=args.format_version, num_parts=num_parts, tag_bits=args.tag_bits)
         print(f"estimate for {args.split} ({est['images']} images, format v{args.format_version}, input {input_size}, "
               f"{device}; from the first {est['sampled']}): {est['bytes_per_image'] / 2**20:.3f} MiB/image -> "
               f"{est['projected_bytes'] / 2**30:.2f} GiB; {est['seconds_per_image']:.2f} s/image -> "
@@ -108,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         args.out, model, dataset, teacher_cfg=cfg, weights=weights, input_size=input_size, device=device,
         batch_size=args.batch_size, amp=args.amp, shard_size=args.shard_size, workers=args.workers,
         show_progress=not args.no_progress, log=_log, format_version=args.format_version,
-        num_parts=num_parts, part=part)
+        num_parts=num_parts, part=part, tag_bits=args.tag_bits)
     per_img = summary.store_bytes / max(1, summary.images_total)
     print(f"store {args.out}: {summary.images_total} images in {summary.shards_total} shards "
           f"({summary.shards_skipped} already committed, {summary.shards_computed} computed now), "

@@ -149,3 +149,18 @@ def test_estimate_prints_the_projection_and_builds_nothing(make_synthetic_datase
     m = re.search(r"\((\d+) images, format v2.*: ([0-9.]+) MiB/image", out)
     assert m and int(m.group(1)) == 5 and float(m.group(2)) > 0, out
     assert not (tmp_path / "s").exists()
+
+
+def test_more_tag_bits_smaller_tag_error() -> None:
+    maps = _maps(1)
+    errs = []
+    for bits in (8, 12, 16):
+        blob, err = encode_image(maps, [4, 4], tag_bits=bits)
+        out = decode_image(blob, [m.shape for m in maps], [4, 4])
+        tag_range = np.ptp(maps[0][4:].reshape(4, -1), axis=1).max()
+        assert err.tag_abs <= tag_range / (2 * (2 ** bits - 1)) * (1 + 1e-3) + 1e-7
+        assert np.abs(out[0][4:] - maps[0][4:]).max() == pytest.approx(err.tag_abs)
+        errs.append(err.tag_abs)
+    assert errs[0] > errs[1] > errs[2]
+    with pytest.raises(ValueError, match="tag_bits"):
+        encode_image(maps, [4, 4], tag_bits=17)
