@@ -468,7 +468,7 @@ def format_report(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) ->
 
 # ------------------------------------------------------------------------------------------ CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, metavar="CFG:WEIGHTS",
+    parser.add_argument("--teacher", metavar="CFG:WEIGHTS",
                         help="teacher config (registered name or yaml) and weights, e.g. tiny:state_dict.pt")
     parser.add_argument("--data", required=True, type=Path, help="COCO-format dataset root")
     parser.add_argument("--split", default="val2017", help="evaluation split (default val2017)")
@@ -485,9 +485,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--decode", choices=sorted(DECODE_MODES), default="official",
                         help="decoding of every row: official (default) or improved (docs/decoding.md)")
+    sweep = parser.add_argument_group("tag-layout sweep (--dims): train students for every T x D at one budget "
+                                      "(distill/tag_sweep.py); --teacher is then not needed")
+    sweep.add_argument("--dims", type=int, nargs="+", default=None, metavar="D", help="tag lengths D, e.g. 1 2 4 8")
+    sweep.add_argument("--maps", nargs="+", default=["per-joint", "shared"], choices=["per-joint", "shared"],
+                       help="tag maps T: per-joint (T = J) and/or shared (T = 1)")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    sweep.add_argument("--config", type=Path, default=Path("configs/train/synth_step_s_kd.yaml"),
+                       help="the training recipe of every run (a run config)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="config overrides applied to every run (e.g. optim.epochs=10)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.dims:
+        from distill.tag_sweep import run_sweep
+
+        run_sweep(args.config, args.out, maps=args.maps, dims=args.dims, seeds=args.seeds,
+                  overrides=[f"data.root={args.data}", *args.overrides],
+                  val_split=args.split, limit=args.limit, decode=args.decode)
+        print(f"written: {Path(args.out) / 'tag_sweep.md'}, tag_sweep.json, tag_sweep.png")
+        return 0
+    if not args.teacher:
+        raise CompareTagsError("--teacher CFG:WEIGHTS is required (or --dims for the tag-layout sweep)")
     if args.fit_images < 1:
         raise CompareTagsError("--fit-images must be at least 1")
     if args.threads:

@@ -1,0 +1,178 @@
+"""`distill compare-tags --dims D ...`: students trained for every tag layout T x D at one budget, one table.
+
+For each tag-map choice (`per-joint`: T = J, `shared`: T = 1), each D in `dims` and each seed, a student is
+trained with the recipe `config` (a run config, e.g. configs/train/synth_step_s_kd.yaml) and the overrides
+`model.tag_maps`, `model.tag_dim`, `train.seed`, `train.out` (plus the caller's `--set` overrides, the same for
+every run: equal budgets by construction). A finished run (its model.pt and a config.json equal to the one this
+sweep would write) is reused, so a rerun only trains what is missing; a folder holding a run of other settings
+is refused. Every student is then scored on the val split (official test path, `decode` mode) and timed: network
+(CPU, batch 1) and grouping (decode of its own maps) ms per image.
+
+Output (`OUT/`): `tag_sweep.md` (rows per T x D: tag channels T*D, AP mean ± std over seeds and per seed, AR,
+params, GMACs, network ms, grouping ms), `tag_sweep.json` (every number), `tag_sweep.png` (AP against tag
+channels, log x; error bars = std over seeds). Written atomically.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from distill.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from distill.config import load_config
+from distill.errors import AEDistillError, ensure_writable_dir
+
+MAPS = {"per-joint": 0, "shared": 1}  # model.tag_maps: 0 = the config's per-joint maps (T = J), 1 = shared
+
+
+class SweepError(AEDistillError):
+    """A tag sweep that cannot run as asked."""
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    maps: str
+    tag_dim: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.maps}_d{self.tag_dim}_seed{self.seed}"
+
+
+def plan(maps: Sequence[str], dims: Sequence[int], seeds: Sequence[int]) -> list[SweepRun]:
+    bad = [m for m in maps if m not in MAPS]
+    if bad or not maps:
+        raise SweepError(f"--maps: expected some of {list(MAPS)}, got {list(maps)}")
+    if not dims or any(int(d) < 1 for d in dims):
+        raise SweepError(f"--dims: tag lengths must be >= 1, got {list(dims)}")
+    if not seeds:
+        raise SweepError("--seeds: at least one seed")
+    return [SweepRun(m, int(d), int(s)) for m in maps for d in dims for s in seeds]
+
+
+def run_config(recipe: Path, run: SweepRun, out: Path, overrides: Sequence[str]) -> Any:
+    tag_maps = [f"model.tag_maps={MAPS[run.maps]}"] if MAPS[run.maps] else ["model.overrides.tag_per_joint=true"]
+    return load_config(recipe, [*overrides, *tag_maps, f"model.tag_dim={run.tag_dim}", f"train.seed={run.seed}",
+                                f"train.out={out / run.name}", "train.eval_every=0"])
+
+
+def _finished(cfg: Any) -> bool:
+    folder = Path(cfg.train.out)
+    if not (folder / "model.pt").is_file() or not (folder / "config.json").is_file():
+        return False
+    stored = json.loads((folder / "config.json").read_text())
+    want = json.loads(json.dumps(cfg.to_dict()))
+    for section in ("model", "data", "loss", "optim", "teacher"):
+        if stored.get(section) != want.get(section):
+            raise SweepError(f"{folder}: holds a finished run with other {section} settings than this sweep's; "
+                             "use another --out or delete the folder")
+    return True
+
+
+def score_run(cfg: Any, val_split: str, limit: int | None, decode: str, repeats: int) -> dict[str, Any]:
+    """AP/AR on the val split, params, GMACs, network and grouping ms of one trained student."""
+    from distill.bench import _timed_predictor_class, time_cpu_network
+    from distill.codec.decode import decode_mode
+    from distill.data.coco import CocoKeypointDataset
+    from distill.flops import count_macs
+    from distill.models import contract_of, load_model
+    from distill.predict import evaluate_model
+
+    model = load_model(f"student:{cfg.model.name}:{Path(cfg.train.out) / 'model.pt'}").eval()
+    size = int(cfg.data.input_size)
+    ds = CocoKeypointDataset(cfg.data.root, val_split, augment=False, remove_images_without_annotations=False)
+    predictor = _timed_predictor_class()(model, ds.spec, input_size=size, **decode_mode(decode))
+    stats = evaluate_model(predictor, cfg.data.root, val_split, limit=limit, show_progress=False)
+    macs = count_macs(model, size)
+    lay = contract_of(model)
+    return {"AP": stats["AP"], "AR": stats["AR"], "AP50": stats["AP50"], "tag_maps": lay.tag_maps,
+            "tag_dim": lay.tag_dim, "tag_channels": lay.tag_channels, "params_m": macs.params / 1e6,
+            "gmacs": macs.macs_paper / 1e9,
+            "net_ms": statistics.median(time_cpu_network(model, size, repeats, 1, show_progress=False)),
+            "group_ms": statistics.median(p["decode"] for p in predictor.per_image)}
+
+
+def run_sweep(recipe: str | Path, out: str | Path, *, maps: Sequence[str] = ("per-joint", "shared"),
+              dims: Sequence[int] = (1, 2, 4, 8), seeds: Sequence[int] = (0, 1, 2), overrides: Sequence[str] = (),
+              val_split: str = "val2017", limit: int | None = None, decode: str = "official", repeats: int = 5,
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train (or reuse) and score every run of the plan; returns the per-layout rows (see the module doc)."""
+    from distill.train import train
+
+    out = Path(out)
+    ensure_writable_dir(out, "--out")
+    runs = plan(maps, dims, seeds)
+    per_run = []
+    for k, run in enumerate(runs, 1):
+        cfg = run_config(Path(recipe), run, out, overrides)
+        if cfg.loss.tag_kd_weight > 0 and run.tag_dim > 1:
+            raise SweepError(f"{recipe}: loss.tag_kd_weight > 0 is defined for 1-D tags only; set it to 0 for a "
+                             "tag-length sweep")
+        if _finished(cfg):
+            log(f"[{k}/{len(runs)}] {run.name}: reusing {cfg.train.out}")
+        else:
+            log(f"[{k}/{len(runs)}] {run.name}: training {cfg.train.out}")
+            train(cfg)
+        per_run.append({**asdict(run), "run": run.name, **score_run(cfg, val_split, limit, decode, repeats)})
+    rows = []
+    for m in maps:
+        for d in dims:
+            group = [r for r in per_run if r["maps"] == m and r["tag_dim"] == int(d)]
+            aps = [r["AP"] for r in group]
+            rows.append({
+                "maps": m, "tag_dim": int(d), "tag_channels": group[0]["tag_channels"], "seeds": [r["seed"] for r in group],
+                "AP_mean": statistics.mean(aps), "AP_std": statistics.stdev(aps) if len(aps) > 1 else 0.0,
+                "AP_per_seed": aps, "AR_mean": statistics.mean(r["AR"] for r in group),
+                "params_m": group[0]["params_m"], "gmacs": group[0]["gmacs"],
+                "net_ms": statistics.median(r["net_ms"] for r in group),
+                "group_ms": statistics.median(r["group_ms"] for r in group)})
+    write_report(rows, per_run, out, recipe=str(recipe), overrides=list(overrides), decode=decode)
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| tag maps T | D | tag channels T·D | AP mean ± std | AP per seed | AR | params M | GMACs | network ms | "
+             "grouping ms |", "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        t = "J (per joint)" if r["maps"] == "per-joint" else "1 (shared)"
+        lines.append(f"| {t} | {r['tag_dim']} | {r['tag_channels']} | {r['AP_mean']:.3f} ± {r['AP_std']:.3f} | "
+                     + " / ".join(f"{a:.3f}" for a in r["AP_per_seed"])
+                     + f" | {r['AR_mean']:.3f} | {r['params_m']:.3f} | {r['gmacs']:.3f} | {r['net_ms']:.1f} | "
+                     f"{r['group_ms']:.1f} |")
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[dict[str, Any]]) -> bytes:
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for m, marker in (("per-joint", "o"), ("shared", "s")):
+        sel = [r for r in rows if r["maps"] == m]
+        if sel:
+            ax.errorbar([r["tag_channels"] for r in sel], [r["AP_mean"] for r in sel], yerr=[r["AP_std"] for r in sel],
+                        marker=marker, capsize=3, label=f"{m} maps (T = {'J' if m == 'per-joint' else 1})")
+    ax.set_xscale("log")
+    ax.set_xlabel("tag channels T·D (log)")
+    ax.set_ylabel("AP (mean ± std over seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def write_report(rows: Sequence[dict[str, Any]], per_run: Sequence[dict[str, Any]], out: Path, **meta: Any) -> None:
+    table = format_table(rows)
+    write_text_atomic(out / "tag_sweep.md", table + "\n")
+    write_json_atomic(out / "tag_sweep.json", {**meta, "rows": list(rows), "runs": list(per_run)})
+    write_bytes_atomic(out / "tag_sweep.png", plot(rows))
+    print(table)
+

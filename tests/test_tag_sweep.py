@@ -1,0 +1,44 @@
+"""`distill compare-tags --dims`: a tiny T x D sweep trains, scores, writes its table/json/png and reuses runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main as cli_main
+from distill.tag_sweep import SweepError, plan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_plan_and_bad_plans() -> None:
+    runs = plan(["shared", "per-joint"], [1, 4], [0, 1])
+    assert [r.name for r in runs][:3] == ["shared_d1_seed0", "shared_d1_seed1", "shared_d4_seed0"] and len(runs) == 8
+    with pytest.raises(SweepError, match="--maps"):
+        plan(["both"], [1], [0])
+    with pytest.raises(SweepError, match="--dims"):
+        plan(["shared"], [0], [0])
+
+
+def test_tiny_sweep_writes_the_report_and_reuses_runs(make_synthetic_dataset, tmp_path: Path, capsys) -> None:
+    root = make_synthetic_dataset(seed=0, num_train=4, num_val=2, image_size=128)
+    argv = ["compare-tags", "--data", str(root), "--dims", "1", "2", "--maps", "shared", "--seeds", "0", "1",
+            "--config", str(REPO / "configs/train/synth_step_s_gt.yaml"), "--out", str(tmp_path / "sweep"),
+            "--threads", "1"]
+    for kv in ("data.input_size=64", "data.workers=0", "optim.batch_size=2", "optim.epochs=1", "train.max_steps=2",
+               "train.tensorboard=false", "train.threads=1"):
+        argv += ["--set", kv]
+    assert cli_main(argv) == 0
+    out = tmp_path / "sweep"
+    report = json.loads((out / "tag_sweep.json").read_text())
+    assert [(r["maps"], r["tag_dim"], r["tag_channels"]) for r in report["rows"]] == [("shared", 1, 1), ("shared", 2, 2)]
+    assert all(len(r["AP_per_seed"]) == 2 and r["AP_std"] >= 0 and r["group_ms"] > 0 for r in report["rows"])
+    assert (out / "tag_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 1 (shared) | 2 | 2 |" in (out / "tag_sweep.md").read_text()
+    capsys.readouterr()
+    assert cli_main(argv) == 0  # a rerun trains nothing
+    assert capsys.readouterr().out.count("reusing") == 4
+    # a finished run with other settings in the folder is refused, in one line
+    assert cli_main([a if a != "optim.batch_size=2" else "optim.batch_size=1" for a in argv]) == 2
+    assert "holds a finished run with other optim settings" in capsys.readouterr().err
