@@ -1,6 +1,7 @@
-"""`distill` command line. Each subcommand lives in its own module with `add_arguments` and `run`.
+"""`distill` command line: the one command table. Each subcommand is a module of `distill.commands` with
+`add_arguments` (its argparse options) and `run` (one call into the library, where the work is).
 
-Each module owns its arguments, so adding a command touches one table here.
+Adding a command is one module there and one line here.
 """
 from __future__ import annotations
 
@@ -14,21 +15,21 @@ from distill.errors import AEDistillError, user_message
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("distill.demo", "the whole pipeline on the synthetic dataset: teacher, cache, students, bench, tags"),
-    "synth": ("distill.data.synthetic_cli", "write the embedded synthetic COCO-format keypoint dataset"),
-    "oracle": ("distill.oracle", "accuracy ceiling of the decoding path with perfect network outputs"),
-    "train": ("distill.train", "train a teacher from scratch or distill a student (YAML config + --set overrides)"),
-    "cache-teacher": ("distill.teacher_cache_cli", "run a frozen teacher once over a split into a resumable float16 store"),
-    "export": ("distill.export", "export a teacher or student to ONNX (BatchNorm folded, checked against PyTorch)"),
-    "predict": ("distill.predict_cli", "COCO results-format keypoints (and overlays) for an image or a folder of images"),
-    "visualize": ("distill.visualize", "draw predicted skeletons (and heatmap / tag panels) for images"),
-    "compare-tags": ("distill.compare_tags", "AP cost of reducing a teacher's per-joint tag maps to one (first/mean/pca) vs students"),
-    "bench": ("distill.bench", "COCO AP, params/GMACs and CPU/GPU speed of teachers and students, with a report folder"),
+    "demo": ("distill.commands.demo", "the whole pipeline on the synthetic dataset: teacher, cache, students, bench, tags"),
+    "synth": ("distill.commands.synth", "write the embedded synthetic COCO-format keypoint dataset"),
+    "oracle": ("distill.commands.oracle", "accuracy ceiling of the decoding path with perfect network outputs"),
+    "train": ("distill.commands.train", "train a teacher from scratch or distill a student (YAML config + --set overrides)"),
+    "cache-teacher": ("distill.commands.cache_teacher", "run a frozen teacher once over a split into a resumable store (float16, or quantised + zstd)"),
+    "export": ("distill.commands.export", "export a teacher or student to ONNX (BatchNorm folded, checked against PyTorch)"),
+    "predict": ("distill.commands.predict", "COCO results-format keypoints (and overlays) for an image or a folder of images"),
+    "visualize": ("distill.commands.visualize", "draw predicted skeletons (and heatmap / tag panels) for images"),
+    "compare-tags": ("distill.commands.compare_tags", "AP cost of reducing a teacher's per-joint tag maps to one (first/mean/pca) vs students; --dims: the T x D sweep"),
+    "bench": ("distill.commands.bench", "COCO AP, params/GMACs and CPU/GPU speed of teachers and students, with a report folder"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="distill", description="aedistill: distil HigherHRNet (AE) teachers into small students")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, help_text) in SUBCOMMANDS.items():

@@ -16,7 +16,6 @@ defaults are sized for 15 minutes on a 2-core CPU; a GPU is used when present.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +25,6 @@ from typing import Any, Callable
 import torch
 
 from distill.atomic import write_json_atomic, write_text_atomic
-from distill.errors import ensure_writable_dir
 from distill.config import RunConfig, TeacherSection, load_config
 
 TEACHER = "higherhrnet_w16_synth"
@@ -193,27 +191,3 @@ def _summary(out: Path, report: Path, walls: dict[str, float]) -> str:
     text = "\n".join(parts)
     write_text_atomic(report / "demo.md", text + "\n")
     return text
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = DemoSettings()
-    parser.add_argument("--out", default=d.out, help=f"demo folder (default {d.out}); reruns reuse finished stages")
-    parser.add_argument("--device", default=d.device, help="auto (GPU when present), cpu or cuda")
-    parser.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs)
-    parser.add_argument("--student-epochs", type=int, default=d.student_epochs)
-    parser.add_argument("--train-images", type=int, default=d.train_images)
-    parser.add_argument("--val-images", type=int, default=d.val_images)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--train-teacher", action="store_true",
-                        help="train the teacher from scratch instead of loading the shipped one")
-
-
-def run(args: argparse.Namespace) -> int:
-    settings = DemoSettings(out=args.out, device=args.device, teacher_epochs=args.teacher_epochs,
-                            student_epochs=args.student_epochs, train_images=args.train_images,
-                            val_images=args.val_images, seed=args.seed, train_teacher=args.train_teacher)
-    ensure_writable_dir(settings.out, "--out")
-    t0 = time.perf_counter()
-    run_demo(settings)
-    print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")
-    return 0

@@ -16,9 +16,7 @@ the epoch permutation; rank 0 writes checkpoints, TensorBoard and evaluations.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
 import os
 import random
@@ -35,7 +33,7 @@ from torch import nn
 from distill.amp import AmpError, amp_dtype, autocast, module_device
 from distill.atomic import atomic_path, write_json_atomic
 from distill.codec.decode import decode_mode
-from distill.config import ConfigError, RunConfig, load_config, validate
+from distill.config import ConfigError, RunConfig, validate
 from distill.data.coco import CocoKeypointDataset
 from distill.errors import CheckpointError, TrainingDiverged, ensure_writable_dir
 from distill.data.transforms import AugmentConfig
@@ -48,8 +46,9 @@ from distill.teacher_targets import AugMetaDataset, OnlineTeacher, TrainBatch
 CHECKPOINT = "last.pt"
 MODEL_FILE = "model.pt"
 
-
 # ------------------------------------------------------------------------------------------ building
+
+
 def save_model_file(path: Path, model: nn.Module, cfg: RunConfig, extra: dict[str, Any] | None = None) -> None:
     """A self-describing weights file that `load_weights` (and official-style loaders) read.
 
@@ -623,18 +622,3 @@ def train(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
     finally:
         if trainer.distributed and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", type=Path, help="YAML run config (see configs/train/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set optim.epochs=5 (repeatable)")
-    parser.add_argument("--no-resume", action="store_true", help="start over even if train.out has a checkpoint")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    result = train(cfg, resume=not args.no_resume)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(json.dumps(result, indent=2, default=float))
-    return 0

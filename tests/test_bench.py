@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import numpy as np
 import torch
 
-from distill import bench
+from distill.commands import bench as bench_command
 from distill.bench import (
     BenchError, ModelEntry, format_table, pareto_front, parse_model, parse_models, run_bench,
 )
@@ -29,8 +28,8 @@ EXPECTED_COLUMNS = ["model", "T", "params M", "GMACs", "GFLOPs", "AP", "AP50", "
 def bench_cli(argv: list[str]) -> int:
     """`distill bench ARGV` through the module's own parser (independent of the other subcommands)."""
     parser = argparse.ArgumentParser(prog="distill bench")
-    bench.add_arguments(parser)
-    return bench.run(parser.parse_args(argv))
+    bench_command.add_arguments(parser)
+    return bench_command.run(parser.parse_args(argv))
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +168,7 @@ def test_clear_errors(data_dir: Path, tmp_path: Path) -> None:
 def test_registered_subcommand() -> None:
     from distill.cli import SUBCOMMANDS
 
-    assert SUBCOMMANDS["bench"][0] == "distill.bench"
+    assert SUBCOMMANDS["bench"][0] == "distill.commands.bench"
     assert issubclass(BenchError, AEDistillError)
 
 
@@ -181,3 +180,15 @@ def test_bench_scores_the_other_decode_mode(report: tuple[Path, str, str]) -> No
     for row in rows:
         assert row["decode"] == "official"
         assert -1.0 <= float(row["AP_improved"]) <= 1.0 and float(row["group_ms_improved"]) > 0
+
+
+def test_every_command_is_a_commands_module() -> None:
+    """The layout of the command line: each subcommand one module of distill.commands with add_arguments/run."""
+    import importlib
+
+    from distill.cli import SUBCOMMANDS
+
+    for name, (module, _) in SUBCOMMANDS.items():
+        assert module.startswith("distill.commands."), name
+        mod = importlib.import_module(module)
+        assert callable(mod.add_arguments) and callable(mod.run), name

@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from distill.data import synthetic as synth
-from distill.data import synthetic_cli
+from distill.commands import synth as synthetic_cli
 from distill.errors import DataError
 from distill.keypoints import COCO_KEYPOINT_NAMES, COCO_SKELETON, KeypointSpec
 

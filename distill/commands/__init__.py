@@ -1,0 +1,1 @@
+"""The `distill` subcommands, one module each (`add_arguments`, `run`); `distill.cli` is their table."""
