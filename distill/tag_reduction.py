@@ -6,8 +6,10 @@ tags reduced to (B, 1, H, W) by one of three rules:
 
 - `first`: channel 0 (the nose tag map in COCO order);
 - `mean`:  the mean over the J channels;
-- `pca`:   the projection `(v - mean) . component` of each pixel's J-dim tag vector v on the first principal
-  component of the teacher's tag vectors, fitted once on training images (`TagReducer.fit`) and stored with
+- `pca`:   the projection `(v - mean) . component / sqrt(J)` of each pixel's J-dim tag vector v on the first
+  principal component of the teacher's tag vectors (the 1/sqrt(J) keeps the tag scale: one person's J tags
+  agree, v ~ t * ones, so people t apart are sqrt(J) * t apart along that component, and the decoder's tag
+  threshold of 1 is meant for t), fitted once on training images (`TagReducer.fit`) and stored with
   the run (`state_dict()`: plain tensors `mean` (J,) and `component` (J,), float32).
 
 What PCA is fitted on: every item of `fit`'s iterable is either
@@ -21,10 +23,11 @@ What PCA is fitted on: every item of `fit`'s iterable is either
 Sign convention (the principal direction is only defined up to sign): the component is flipped so that the
 sum of its entries is positive; if that sum is ~0 (|sum| <= 1e-6), so that its entry of largest magnitude
 (the first one on ties) is positive. So two fits of the same data give the same component, whatever the
-eigen-solver returns; and when the J channels agree (identical tags), `pca` is a positively scaled `mean`.
+eigen-solver returns; and when the J channels agree (identical tags), `pca` is `mean` shifted by a constant.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable, Literal, Union, get_args
 
 import torch
@@ -177,7 +180,7 @@ class TagReducer:
             raise ValueError(f"TagReducer('pca') was fitted on J = {j} tag channels, got tags {tuple(tags.shape)}")
         comp = self.component.to(device=tags.device, dtype=tags.dtype).view(1, j, 1, 1)
         mean = self.mean.to(device=tags.device, dtype=tags.dtype).view(1, j, 1, 1)
-        return ((tags - mean) * comp).sum(dim=1, keepdim=True)
+        return ((tags - mean) * comp).sum(dim=1, keepdim=True) / math.sqrt(j)
 
     __call__ = reduce
 

@@ -6,7 +6,7 @@ PCA is fitted on the teacher's J-dim tag vectors at the visible ground-truth joi
 J-dim tag vector of each pass (original, flipped) is projected on the first D components, giving a shared
 map of D channels per pass, which the decoder groups with D-dim distances (people keyed by the whole
 vector). Rows: the teacher as is (17 x 1), `first` and `mean` (1 x 1), PCA for each D; explained variance per
-component. Projections are scaled by 1/sqrt(J) (see `reduce_tags`). The network runs once per val image;
+component. Projections are scaled by 1/sqrt(J) (see `reduce_tags`), as `TagReducer("pca")` does. The network runs once per val image;
 every row decodes the same maps.
 
     python scripts/teacher_tag_pca.py --data runs/study/data --input-size 256 --dims 1 2 3 4 6 8 --fit-images 64
