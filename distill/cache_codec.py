@@ -84,18 +84,23 @@ def _quantise(maps: np.ndarray, heatmaps: int, tag_bits: int = 8
     return lo.astype(np.float32), step, codes, planes
 
 
-def encode_image(maps: Sequence[np.ndarray], heatmaps: Sequence[int], tag_bits: int = TAG_BITS
-                 ) -> tuple[bytes, EncodeError]:
-    """maps: (C_k, H_k, W_k) per output; heatmaps[k]: how many leading channels of output k are heatmaps;
-    tag_bits: quantisation of the tag maps (8: uint8; 9..16: uint16 planes)."""
+def quantised_bytes(maps: Sequence[np.ndarray], heatmaps: Sequence[int], tag_bits: int = TAG_BITS) -> bytes:
+    """The uncompressed blob: per output, lo, step, dtype codes and the quantised planes (what zstd compresses)."""
     if not 1 <= int(tag_bits) <= 16:
         raise ValueError(f"tag_bits must be in 1..16, got {tag_bits}")
-    comp, _ = _compressor()
     parts: list[bytes] = []
     for m, h in zip(maps, heatmaps):
         lo, step, codes, planes = _quantise(np.asarray(m), int(h), int(tag_bits))
         parts += [lo.tobytes(), step.tobytes(), codes.tobytes()] + [p.tobytes() for p in planes]
-    blob = comp.compress(b"".join(parts))
+    return b"".join(parts)
+
+
+def encode_image(maps: Sequence[np.ndarray], heatmaps: Sequence[int], tag_bits: int = TAG_BITS
+                 ) -> tuple[bytes, EncodeError]:
+    """maps: (C_k, H_k, W_k) per output; heatmaps[k]: how many leading channels of output k are heatmaps;
+    tag_bits: quantisation of the tag maps (8: uint8; 9..16: uint16 planes)."""
+    comp, _ = _compressor()
+    blob = comp.compress(quantised_bytes(maps, heatmaps, tag_bits))
     decoded = decode_image(blob, [np.asarray(m).shape for m in maps], heatmaps)
     heat_rel, tag_abs = 0.0, 0.0
     for m, d, h in zip(maps, decoded, heatmaps):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.cache_codec import _quantise, encode_image
+from distill.cache_codec import encode_image, quantised_bytes
 from distill.data.coco import CocoKeypointDataset
 from distill.models import load_model
 from distill.teacher_cache import TeacherStore, build_store, weights_identity
@@ -99,13 +99,7 @@ def main(argv: list[str] | None = None) -> int:
               "files incl. records)\n")
 
         print("| compressor of the quantised planes | MiB/image | encode ms | decode ms |\n|---|---:|---:|---:|")
-        planes = []
-        for m in maps:
-            parts = []
-            for a, h in zip(m, heatmaps):
-                lo, step, codes, qs = _quantise(a, h)
-                parts += [lo.tobytes(), step.tobytes(), codes.tobytes()] + [q.tobytes() for q in qs]
-            planes.append(b"".join(parts))
+        planes = [quantised_bytes(m, heatmaps) for m in maps]
         for cname, (comp, dec) in compressors().items():
             blobs, enc_ms = [], 0.0
             for p in planes:
