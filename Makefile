@@ -13,8 +13,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# xtcocotools (CrowdPose metrics) is built against this numpy: its PyPI wheel is compiled for another numpy ABI.
-	$(BIN)/python -m pip install --quiet cython numpy
+	# xtcocotools (CrowdPose metrics) is built against this numpy: its PyPI wheel is compiled for another numpy ABI;
+	# setuptools and wheel because a fresh venv's setuptools may lack bdist_wheel.
+	$(BIN)/python -m pip install --quiet cython numpy setuptools wheel
 	$(BIN)/python -m pip install --quiet --no-binary xtcocotools --no-build-isolation 'xtcocotools>=1.14'
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
