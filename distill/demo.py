@@ -26,6 +26,7 @@ import torch
 
 from distill.atomic import write_json_atomic, write_text_atomic
 from distill.config import RunConfig, TeacherSection, load_config
+from distill.registry import configs_root
 
 TEACHER = "higherhrnet_w16_synth"
 STUDENTS = ("step_s", "step_s_1tag")  # 17 per-joint tag maps, one shared tag map
@@ -52,7 +53,7 @@ class DemoSettings:
 
 # The recipes are the config files' (loss, optimiser, schedule, model init); the demo sets only paths,
 # budget and device. The students distil from the cached teacher (mode and store set here).
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
+CONFIGS = configs_root() / "train"
 TEACHER_RECIPE = CONFIGS / "synth_teacher.yaml"
 STUDENT_RECIPES = {"step_s": CONFIGS / "synth_step_s_kd.yaml", "step_s_1tag": CONFIGS / "synth_step_s_1tag_kd.yaml"}
 

@@ -41,7 +41,7 @@ from distill.losses import DistillLoss, LossConfig
 from distill.models import build_model, contract_of, initialise, load_weights
 from distill.progress import progress
 from distill.tag_reduction import TagReducer
-from distill.teacher_targets import AugMetaDataset, OnlineTeacher, TrainBatch
+from distill.teacher_cache.targets import AugMetaDataset, OnlineTeacher, TrainBatch
 
 CHECKPOINT = "last.pt"
 MODEL_FILE = "model.pt"
@@ -285,7 +285,7 @@ class Trainer:
         if not t.name:
             return None, None
         if t.mode == "cached":
-            from distill.teacher_targets import CachedTeacher
+            from distill.teacher_cache.targets import CachedTeacher
 
             if not t.store:
                 raise ConfigError("teacher.mode is 'cached' but teacher.store is empty")

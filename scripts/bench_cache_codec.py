@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"read one image's maps: v1 {v1_ms:.2f} ms (memmap view), v2 {v2_ms:.2f} ms (decompress + dequantise)")
 
         # read + decompress + warp a batch vs a student training step
-        from distill.teacher_targets import CachedTeacher
+        from distill.teacher_cache.targets import CachedTeacher
 
         student_size = 256 if args.input_size >= 256 else args.input_size
         ds = CocoKeypointDataset(args.data, args.split, input_size=student_size,

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from distill.data.coco import CocoKeypointDataset  # noqa: E402
 from distill.teacher_cache import TeacherStore, build_store, weights_identity  # noqa: E402
-from distill.teacher_targets import AugMetaDataset, CachedTeacher, OnlineTeacher  # noqa: E402
+from distill.teacher_cache.targets import AugMetaDataset, CachedTeacher, OnlineTeacher  # noqa: E402
 from teachers import build_teacher, get_teacher_config  # noqa: E402
 from teachers.checkpoint import load_checkpoint  # noqa: E402
 

@@ -20,7 +20,7 @@ import torch
 
 from distill.data.coco import CocoKeypointDataset
 from distill.models import load_model
-from distill.teacher_targets import CachedTeacher, OnlineTeacher
+from distill.teacher_cache.targets import CachedTeacher, OnlineTeacher
 
 TEACHER = "teacher:higherhrnet_w16_synth:teachers/pretrained/higherhrnet_w16_synth.pt"
 

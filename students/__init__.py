@@ -25,23 +25,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any, Callable, Union
 
 from torch import nn
 
-from students.config import StudentConfigError, check_unknown_keys, dataclass_from_dict, plain
+from distill.registry import ConfigRegistry
+from distill.strict_config import check_unknown_keys, from_mapping, plain, read_yaml_mapping
+from students.config import StudentConfigError
 from students.hrnet_student import HRNetStudent, build_hrnet_student, check_hrnet_student_config
 from students.step import RSB, StepPoseNet, StepStudentConfig, build_step_student
 from students.timm_student import TimmPoseNet, TimmStudentConfig, build_timm_student
-from teachers.config import HigherHRNetConfig, TeacherConfigError, config_from_dict, read_yaml_mapping
+from teachers.config import HigherHRNetConfig, TeacherConfigError, config_from_dict
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "students"
+REGISTRY = ConfigRegistry("students", "student", StudentConfigError)
+CONFIG_DIR = REGISTRY.folder
 
 StudentConfig = Union[StepStudentConfig, HigherHRNetConfig, TimmStudentConfig]
 
 __all__ = [
-    "CONFIG_DIR", "FAMILIES", "HRNetStudent", "RSB", "StepPoseNet", "StepStudentConfig", "StudentConfig",
+    "CONFIG_DIR", "FAMILIES", "HRNetStudent", "REGISTRY", "RSB", "StepPoseNet", "StepStudentConfig", "StudentConfig",
     "StudentConfigError", "TimmPoseNet", "TimmStudentConfig", "build_student", "config_family",
     "get_student_config", "list_students",
 ]
@@ -58,9 +60,9 @@ def _hrnet_from_dict(data: dict[str, Any], source: str) -> HigherHRNetConfig:
 
 # family -> (config class, dict -> config, config -> model)
 FAMILIES: dict[str, tuple[type, Callable[[dict[str, Any], str], Any], Callable[[Any], nn.Module]]] = {
-    "step": (StepStudentConfig, lambda d, src: dataclass_from_dict(StepStudentConfig, d, src), build_step_student),
+    "step": (StepStudentConfig, lambda d, src: from_mapping(StepStudentConfig, d, src, StudentConfigError), build_step_student),
     "hrnet": (HigherHRNetConfig, _hrnet_from_dict, build_hrnet_student),
-    "timm": (TimmStudentConfig, lambda d, src: dataclass_from_dict(TimmStudentConfig, d, src), build_timm_student),
+    "timm": (TimmStudentConfig, lambda d, src: from_mapping(TimmStudentConfig, d, src, StudentConfigError), build_timm_student),
 }
 
 
@@ -75,32 +77,14 @@ def config_family(cfg: Any) -> str:
 
 def list_students() -> list[str]:
     """Names of the registered configs (the YAML file stems in configs/students/), sorted."""
-    if not CONFIG_DIR.is_dir():
-        return []
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    return read_yaml_mapping(path, StudentConfigError)
-
-
-def _resolve_path(text: str) -> Path:
-    path = Path(text)
-    if path.suffix in (".yaml", ".yml") or os.sep in text or "/" in text:
-        return path
-    registered = CONFIG_DIR / f"{text}.yaml"
-    if not registered.is_file():
-        raise StudentConfigError(
-            f"unknown student {text!r}; registered: {', '.join(list_students()) or '(none)'} "
-            f"(configs in {CONFIG_DIR}); a path to a .yaml file also works")
-    return registered
+    return REGISTRY.names()
 
 
 def get_student_config(name_or_config: str | os.PathLike[str] | StudentConfig, **overrides: Any) -> StudentConfig:
     """Config for a registered name, a YAML path or a config object, with top-level `overrides`."""
     if isinstance(name_or_config, (str, os.PathLike)):
-        path = _resolve_path(os.fspath(name_or_config))
-        data = _read_yaml(path)
+        path = REGISTRY.resolve(name_or_config)
+        data = read_yaml_mapping(path, StudentConfigError)
         source = str(path)
         if "family" not in data:
             raise StudentConfigError(
@@ -121,7 +105,8 @@ def get_student_config(name_or_config: str | os.PathLike[str] | StudentConfig, *
         if "family" in overrides:
             raise StudentConfigError(f"{source}: 'family' cannot be overridden (it selects the config class)")
         known = [f.name for f in dataclasses.fields(cls)]
-        check_unknown_keys(overrides, known, f"{source} (overrides of a {family} student)", what="override")
+        check_unknown_keys(overrides, known, f"{source} (overrides of a {family} student)", StudentConfigError,
+                           what="override")
         data.update(overrides)
         source = f"{source} (with overrides {', '.join(overrides)})"
     return from_dict(data, source)

@@ -14,15 +14,17 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from distill.registry import ConfigRegistry, looks_like_path
 from teachers.config import (
     DeconvConfig, HigherHRNetConfig, StageConfig, TeacherConfigError, config_from_dict, load_config,
 )
 from teachers.hrnet import PoseHigherResolutionNet, build_higher_hrnet
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "teachers"
+REGISTRY = ConfigRegistry("teachers", "teacher", TeacherConfigError)
+CONFIG_DIR = REGISTRY.folder
 
 __all__ = [
-    "CONFIG_DIR", "DeconvConfig", "HigherHRNetConfig", "PoseHigherResolutionNet", "StageConfig",
+    "CONFIG_DIR", "REGISTRY", "DeconvConfig", "HigherHRNetConfig", "PoseHigherResolutionNet", "StageConfig",
     "TeacherConfigError", "build_teacher", "config_from_dict", "get_teacher_config", "list_teachers",
     "load_config",
 ]
@@ -30,28 +32,20 @@ __all__ = [
 
 def list_teachers() -> list[str]:
     """Names of the registered configs (the YAML file stems in configs/teachers/), sorted."""
-    if not CONFIG_DIR.is_dir():
-        return []
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return REGISTRY.names()
 
 
 @lru_cache(maxsize=None)
-def _load_registered(name: str, mtime_ns: int) -> HigherHRNetConfig:
-    return load_config(CONFIG_DIR / f"{name}.yaml")
+def _load_registered(path: Path, mtime_ns: int) -> HigherHRNetConfig:
+    return load_config(path)
 
 
 def get_teacher_config(name_or_path: str | os.PathLike[str]) -> HigherHRNetConfig:
     """Config for a registered name, or for a YAML path (anything with a suffix or a separator)."""
-    text = os.fspath(name_or_path)
-    path = Path(text)
-    if path.suffix in (".yaml", ".yml") or os.sep in text or "/" in text:
+    path = REGISTRY.resolve(name_or_path)
+    if looks_like_path(os.fspath(name_or_path)):
         return load_config(path)
-    registered = CONFIG_DIR / f"{text}.yaml"
-    if not registered.is_file():
-        raise TeacherConfigError(
-            f"unknown teacher {text!r}; registered: {', '.join(list_teachers()) or '(none)'} "
-            f"(configs in {CONFIG_DIR}); a path to a .yaml file also works")
-    return _load_registered(text, registered.stat().st_mtime_ns)
+    return _load_registered(path, path.stat().st_mtime_ns)
 
 
 def build_teacher(name_or_config: str | os.PathLike[str] | HigherHRNetConfig) -> PoseHigherResolutionNet:

@@ -18,8 +18,6 @@ raise `TeacherConfigError` naming the file and the field, e.g. `stages[1].num_ch
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any, Mapping
 import yaml
 
 from distill.errors import AEDistillError
+from distill.strict_config import from_mapping, plain, read_yaml_mapping
 
 BLOCK_TYPES = ("basic", "bottleneck")
 FUSE_METHODS = ("sum",)
@@ -155,145 +154,20 @@ class HigherHRNetConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists, not tuples) in the YAML layout."""
-        def plain(v: Any) -> Any:
-            if isinstance(v, tuple):
-                return [plain(x) for x in v]
-            if dataclasses.is_dataclass(v):
-                return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-            return v
         return plain(self)
-
-
-# ---------------------------------------------------------------------------------------------
-# YAML / dict loading with precise error messages
-# ---------------------------------------------------------------------------------------------
-
-def _type_name(t: Any) -> str:
-    return {int: "an integer", bool: "true/false", str: "a string"}.get(t, str(t))
-
-
-def _check_scalar(value: Any, kind: type, where: str, source: str) -> Any:
-    ok = isinstance(value, bool) if kind is bool else (
-        isinstance(value, kind) and not isinstance(value, bool))
-    if not ok:
-        raise TeacherConfigError(f"{source}: field '{where}' must be {_type_name(kind)}, got {value!r}")
-    return value
-
-
-def _check_list(value: Any, kind: type, where: str, source: str) -> tuple:
-    if not isinstance(value, (list, tuple)):
-        raise TeacherConfigError(
-            f"{source}: field '{where}' must be a list of {_type_name(kind)} values, got {value!r}")
-    return tuple(_check_scalar(v, kind, f"{where}[{i}]", source) for i, v in enumerate(value))
-
-
-def _check_keys(data: Any, cls: type, where: str, source: str) -> None:
-    label = f"'{where}'" if where else "the top level"
-    if not isinstance(data, Mapping):
-        raise TeacherConfigError(f"{source}: {label} must be a mapping of fields, got {type(data).__name__}")
-    fields_ = {f.name: f for f in dataclasses.fields(cls)}
-    prefix = f"{where}." if where else ""
-    unknown = [k for k in data if k not in fields_]
-    if unknown:
-        hints = []
-        for k in unknown:
-            close = difflib.get_close_matches(str(k), list(fields_), n=1)
-            hints.append(f"'{prefix}{k}'" + (f" (did you mean '{prefix}{close[0]}'?)" if close else ""))
-        raise TeacherConfigError(
-            f"{source}: unknown field(s) {', '.join(hints)}; known fields of {label}: {', '.join(fields_)}")
-    missing = [n for n, f in fields_.items() if n not in data
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise TeacherConfigError(
-            f"{source}: missing required field(s) {', '.join(repr(prefix + m) for m in missing)}")
-
-
-def _wrap(exc: TeacherConfigError, source: str, where: str) -> TeacherConfigError:
-    text = str(exc)
-    if text.startswith(source):
-        return exc
-    return TeacherConfigError(f"{source}: invalid '{where}': {text}" if where else f"{source}: {text}")
-
-
-def _stage_from_dict(data: Any, where: str, source: str) -> StageConfig:
-    _check_keys(data, StageConfig, where, source)
-    kwargs: dict[str, Any] = {
-        "num_modules": _check_scalar(data["num_modules"], int, f"{where}.num_modules", source),
-        "num_branches": _check_scalar(data["num_branches"], int, f"{where}.num_branches", source),
-        "block": _check_scalar(data["block"], str, f"{where}.block", source),
-        "num_blocks": _check_list(data["num_blocks"], int, f"{where}.num_blocks", source),
-        "num_channels": _check_list(data["num_channels"], int, f"{where}.num_channels", source),
-    }
-    if "fuse_method" in data:
-        kwargs["fuse_method"] = _check_scalar(data["fuse_method"], str, f"{where}.fuse_method", source)
-    try:
-        return StageConfig(**kwargs)
-    except TeacherConfigError as exc:
-        raise _wrap(exc, source, where) from None
-
-
-def _deconv_from_dict(data: Any, source: str) -> DeconvConfig:
-    _check_keys(data, DeconvConfig, "deconv", source)
-    try:
-        return DeconvConfig(
-            num_deconvs=_check_scalar(data["num_deconvs"], int, "deconv.num_deconvs", source),
-            num_channels=_check_list(data["num_channels"], int, "deconv.num_channels", source),
-            kernel_size=_check_list(data["kernel_size"], int, "deconv.kernel_size", source),
-            num_basic_blocks=_check_scalar(data["num_basic_blocks"], int, "deconv.num_basic_blocks", source),
-            cat_output=_check_list(data["cat_output"], bool, "deconv.cat_output", source),
-        )
-    except TeacherConfigError as exc:
-        raise _wrap(exc, source, "deconv") from None
 
 
 def config_from_dict(data: Any, source: str = "<dict>", default_name: str = "") -> HigherHRNetConfig:
     """Validate a plain dict (as read from YAML) and build the config. `source` names it in errors."""
-    _check_keys(data, HigherHRNetConfig, "", source)
-    stages_raw = data["stages"]
-    if not isinstance(stages_raw, list) or not stages_raw:
-        raise TeacherConfigError(f"{source}: field 'stages' must be a non-empty list of stage mappings")
-    kwargs: dict[str, Any] = {
-        "num_joints": _check_scalar(data["num_joints"], int, "num_joints", source),
-        "tag_per_joint": _check_scalar(data["tag_per_joint"], bool, "tag_per_joint", source),
-        "stages": tuple(_stage_from_dict(s, f"stages[{i}]", source) for i, s in enumerate(stages_raw)),
-        "final_conv_kernel": _check_scalar(data["final_conv_kernel"], int, "final_conv_kernel", source),
-        "deconv": _deconv_from_dict(data["deconv"], source),
-        "with_ae_loss": _check_list(data["with_ae_loss"], bool, "with_ae_loss", source),
-        "name": _check_scalar(data.get("name", default_name), str, "name", source),
-    }
-    if data.get("input_size") is not None:
-        kwargs["input_size"] = _check_scalar(data["input_size"], int, "input_size", source)
-    for key in ("stem_channels", "layer1_planes", "layer1_blocks"):
-        if key in data:
-            kwargs[key] = _check_scalar(data[key], int, key, source)
-    try:
-        return HigherHRNetConfig(**kwargs)
-    except TeacherConfigError as exc:
-        raise _wrap(exc, source, "") from None
-
-
-def read_yaml_mapping(path: Path, error: type[Exception] = TeacherConfigError) -> dict[str, Any]:
-    """A YAML config file's top-level mapping; unreadable, invalid, empty or non-mapping files raise
-    `error` naming the file (shared by the teacher and student registries)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise error(f"{path}: cannot read config file: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise error(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        raise error(f"{path}: the file is empty")
-    if not isinstance(data, dict):
-        raise error(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
-    return data
+    if isinstance(data, Mapping) and "name" not in data:
+        data = {**data, "name": default_name}
+    return from_mapping(HigherHRNetConfig, data, source, TeacherConfigError)
 
 
 def load_config(path: str | os.PathLike[str]) -> HigherHRNetConfig:
     """Read a YAML architecture file into a `HigherHRNetConfig` (name defaults to the file stem)."""
     path = Path(path)
-    return config_from_dict(read_yaml_mapping(path), source=str(path), default_name=path.stem)
+    return config_from_dict(read_yaml_mapping(path, TeacherConfigError), source=str(path), default_name=path.stem)
 
 
 def dump_config(cfg: HigherHRNetConfig) -> str:

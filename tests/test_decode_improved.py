@@ -10,7 +10,7 @@ import torch
 from distill.codec import AECodec
 from distill.codec.decode import DECODE_MODES, DecodeParams, decode, decode_mode
 from distill.codec.improve import dedup_candidates, grown_limit, person_nms, subpixel_offsets
-from distill.codec.synthetic_maps import fake_outputs
+from fake_maps import fake_outputs
 from distill.keypoints import COCO_KEYPOINT_NAMES, KeypointSpec, oks_sigmas
 
 COCO_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from distill.codec.decode import DecodeParams, decode, top_k, top_k_torch
-from distill.codec.synthetic_maps import fake_outputs
+from fake_maps import fake_outputs
 from test_grouping_fast_vs_reference import _same  # same people, same scores, bit for bit
 
 

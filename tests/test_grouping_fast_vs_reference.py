@@ -9,8 +9,8 @@ from munkres import Munkres
 
 from distill.codec.decode import DecodeParams, decode, window_max
 from distill.codec.matching import munkres_solver
-from distill.codec.reference import reference_decode
-from distill.codec.synthetic_maps import fake_outputs
+from reference_decoder import reference_decode
+from fake_maps import fake_outputs
 
 
 def _same(a, b) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from distill.codec.decode import DecodeParams, decode
 from distill.codec.matching import MatchParams
-from distill.codec.reference import reference_decode
+from reference_decoder import reference_decode
 
 CASES = [f"case_{i:02d}" for i in range(34)]
 

@@ -19,7 +19,7 @@ from distill.teacher_cache import (
     NonFiniteOutputError, StoreError, StoreMismatchError, StoreWriter, TeacherStore, build_store, canonical_frame,
     make_header, weights_identity,
 )
-from distill.teacher_targets import AugMetaDataset, CachedTeacher, OnlineTeacher, TeacherTargets
+from distill.teacher_cache.targets import AugMetaDataset, CachedTeacher, OnlineTeacher, TeacherTargets
 from teachers import build_teacher, config_from_dict, get_teacher_config
 
 INPUT = 64  # small frames (64 x 64 or 64 x 128 for the 128-px images) keep the teacher forwards cheap
@@ -96,13 +96,13 @@ def test_refuses_other_teacher_weights_input_size(store_dir: Path, data_root: Pa
     other = dict(get_teacher_config("tiny").to_dict(), name="tiny_wide")
     other["deconv"] = dict(other["deconv"], num_channels=[16])
     cfg2 = config_from_dict(other)
-    with pytest.raises(StoreMismatchError, match=r"teacher config: store 'tiny', now 'tiny_wide'.*deconv.num_channels"):
+    with pytest.raises(StoreMismatchError, match=r"teacher config: store 'tiny', expected 'tiny_wide'.*deconv.num_channels: store \[8\], expected \[16\]"):
         _build(store_dir, build_teacher(cfg2), data_root, cfg=cfg2)
     torch.manual_seed(1)
     model2 = build_teacher("tiny").eval()
     with pytest.raises(StoreMismatchError, match="teacher weights: store random init"):
         _build(store_dir, model2, data_root, weights=weights_identity(model2, None, random_init=True, seed=1))
-    with pytest.raises(StoreMismatchError, match="input size: store 64 vs now 160"):
+    with pytest.raises(StoreMismatchError, match="input size: store 64, expected 160"):
         _build(store_dir, model, data_root, input_size=160)
     assert _files(store_dir) == before  # nothing rewritten
     # the reading side: a trainer states what it expects
@@ -218,7 +218,7 @@ def test_cli_build_resume_refuse(data_root: Path, tmp_path: Path, capsys) -> Non
     assert cli_main(args) == 0
     assert "(2 already committed, 0 computed now)" in capsys.readouterr().out
     assert cli_main(args + ["--input-size", "192"]) == 2
-    assert "input size: store 64 vs now 192" in capsys.readouterr().err
+    assert "input size: store 64, expected 192" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # weights are required unless --random-init is explicit
         cli_main(args[:3] + args[4:])
 
@@ -379,7 +379,7 @@ def test_warp_window_crop_is_exact_and_store_pickles(store_dir: Path) -> None:
     import pickle
 
     from distill.data.transforms import base_scale, get_affine_matrix, sample_augment_params
-    from distill.teacher_targets import warp_cached_maps
+    from distill.teacher_cache.targets import warp_cached_maps
 
     rng = np.random.default_rng(0)
     for t in range(40):

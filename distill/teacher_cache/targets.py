@@ -40,7 +40,9 @@ import torch
 
 from distill.amp import amp_dtype, autocast
 from distill.errors import AEDistillError
-from distill.teacher_cache import CacheFrame, StoreError, TeacherStore
+from distill.teacher_cache.frame import CacheFrame
+from distill.teacher_cache.layout import StoreError
+from distill.teacher_cache.reader import TeacherStore
 
 
 @runtime_checkable
@@ -71,7 +73,7 @@ def _meta_of(batch: Any) -> dict[str, Any]:
         return batch[-1]
     raise AEDistillError(
         "CachedTeacher needs the augmentation of every sample: wrap the dataset in "
-        "distill.teacher_targets.AugMetaDataset so batches end with a `meta` dict (image_id, affines, flip)")
+        "distill.teacher_cache.targets.AugMetaDataset so batches end with a `meta` dict (image_id, affines, flip)")
 
 
 class OnlineTeacher:
