@@ -40,16 +40,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from distill.atomic import write_bytes_atomic, write_text_atomic
-from distill.codec.decode import DECODE_MODES
+from distill.codec.decode import DECODE_MODES, decode_mode
+from distill.data.coco import CocoKeypointDataset
 from distill.errors import AEDistillError
 from distill.evaluate import STAT_NAMES
+from distill.flops import count_macs
 from distill.models import KINDS, ModelSpec, ModelSpecError, contract_of, load_model, model_config, parse_model_spec
+from distill.predict import TIMING_KEYS, Predictor, evaluate_model, read_image
 from distill.progress import progress
+from distill.visualize import draw_people, side_by_side
 
 __all__ = [
     "BenchError", "ModelEntry", "format_table", "pareto_front", "parse_model", "parse_models",
@@ -220,7 +225,6 @@ def time_gpu_network(model: nn.Module, input_size: int, batches: Sequence[int] =
 
 
 def _timed_predictor_class() -> type:
-    from distill.predict import TIMING_KEYS, Predictor
 
     class TimedPredictor(Predictor):
         """A Predictor that records per-call wall time and its timing split, and keeps the first
@@ -251,8 +255,6 @@ def _timed_predictor_class() -> type:
 def _timed_eval(model: nn.Module, ds: Any, split: str, input_size: int, limit: int | None, device: str,
                 keep: int, decode: str, label: str, show_progress: bool) -> tuple[dict[str, float], Any]:
     """COCO stats through a TimedPredictor in decode mode `decode` (after one untimed warm-up image)."""
-    from distill.codec.decode import decode_mode
-    from distill.predict import evaluate_model
 
     predictor = _timed_predictor_class()(model, ds.spec, input_size=input_size, flip=True, device=device,
                                          keep=keep, **decode_mode(decode))
@@ -270,7 +272,6 @@ def _timed_eval(model: nn.Module, ds: Any, split: str, input_size: int, limit: i
 
 # ------------------------------------------------------------------------------------------ bench
 def _dataset(data: str | Path, split: str) -> Any:
-    from distill.data.coco import CocoKeypointDataset
 
     return CocoKeypointDataset(data, split, remove_images_without_annotations=False, augment=False)
 
@@ -281,7 +282,6 @@ def bench_model(entry: ModelEntry, ds: Any, split: str, *, input_size: int = 512
                 decode: str = "official") -> dict[str, Any]:
     """One row of the report for one model (see the module docstring); `ds` is the split's dataset. AP and
     timings use `decode`; every other decode mode is scored in a second pass (`AP_<mode>`, ...)."""
-    from distill.flops import count_macs
 
     model = load_entry(entry)
     num_joints = contract_of(model).num_joints
@@ -527,10 +527,7 @@ def write_overlays(rows: Sequence[dict[str, Any]], folder: str | Path, score_thr
                    ) -> list[Path]:
     """overlays/<image>.png: each model's people (score >= `score_thr`) on the same image, side by side,
     teacher(s) first, drawn by `distill.visualize`."""
-    import cv2
 
-    from distill.predict import read_image
-    from distill.visualize import draw_people, side_by_side
 
     material = [r for r in rows if r.get("_overlays")]
     if not material:

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from distill.errors import AEDistillError, user_message
 
@@ -28,14 +28,18 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the subcommands in `commands` (None: all) get their options, so `distill --help`
+    imports no command module and `distill train ...` imports only the training one."""
     parser = argparse.ArgumentParser(prog="distill", description="aedistill: distil HigherHRNet (AE) teachers into small students")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    wanted = set(SUBCOMMANDS if commands is None else commands)
     for name, (module, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(sp)
+        if name in wanted:
+            importlib.import_module(module).add_arguments(sp)
     return parser
 
 
@@ -54,7 +58,9 @@ def _plain_warnings(command: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    named = [a for a in argv if a in SUBCOMMANDS][:1]  # the command word (options never equal one)
+    args = build_parser(named).parse_args(argv)
     previous = _plain_warnings(args.command)
     module = importlib.import_module(args._module)
     try:

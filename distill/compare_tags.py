@@ -42,14 +42,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill.codec.decode import decode_mode
 from distill.atomic import write_json_atomic, write_text_atomic
+from distill.codec.decode import decode_mode
+from distill.data.coco import CocoKeypointDataset
 from distill.errors import AEDistillError
 from distill.geometry import affine_transform
 from distill.inference import OutputLayout
 from distill.keypoints import KeypointSpec
 from distill.models import KINDS, load_model, parse_model_spec
 from distill.predict import Predictor, evaluate_model
+from distill.progress import progress
 from distill.tag_reduction import TAG_RULES, TagReducer
 
 __all__ = [
@@ -165,8 +167,6 @@ def fit_tag_reducer(
 ) -> tuple[TagReducer, dict[str, Any]]:
     """Fit a `TagReducer(rule)` on the teacher's tags at GT joints of the first `num_images` training images
     with at least one visible joint inside the map. Returns (reducer, info about the fit)."""
-    from distill.data.coco import CocoKeypointDataset
-    from distill.progress import progress
 
     reducer = TagReducer(rule)  # type: ignore[arg-type]
     ds = CocoKeypointDataset(data_root, split, augment=False, remove_images_without_annotations=True)

@@ -5,6 +5,7 @@ never silently trains the wrong thing.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,6 @@ def check_input_size(value: Any, where: str = "--input-size") -> int:
 
 def input_size_arg(text: str) -> int:
     """argparse `type=` for every command's --input-size (one rule: a positive multiple of 64)."""
-    import argparse
 
     try:
         value = int(text)

@@ -25,8 +25,16 @@ from typing import Any, Callable
 import torch
 
 from distill.atomic import write_json_atomic, write_text_atomic
+from distill.bench import parse_models, run_bench, write_report
+from distill.compare_tags import compare_tags
 from distill.config import RunConfig, TeacherSection, load_config
+from distill.data.coco import CocoKeypointDataset
+from distill.data.synthetic import ensure_dataset
+from distill.models import build_model, load_weights, model_config
 from distill.registry import configs_root
+from distill.teacher_cache import build_store, weights_identity
+from distill.train import MODEL_FILE, train
+from teachers.pretrained import shipped_teacher
 
 TEACHER = "higherhrnet_w16_synth"
 STUDENTS = ("step_s", "step_s_1tag")  # 17 per-joint tag maps, one shared tag map
@@ -99,14 +107,11 @@ class Stages:
 
 
 def run_demo(s: DemoSettings) -> Path:
-    from distill.data.synthetic import ensure_dataset
-    from distill.train import MODEL_FILE, train
 
     out = Path(s.out)
     report = out / "report"
     shipped = None
     if not s.train_teacher:
-        from teachers.pretrained import shipped_teacher
 
         shipped = shipped_teacher(TEACHER)  # sha256-checked against its record
     # Stages made with another shipped teacher are not reused (the cache and students depend on it).
@@ -142,9 +147,6 @@ def _device(s: DemoSettings) -> str:
 
 
 def _cache_teacher(s: DemoSettings, weights: Path, store: Path) -> None:
-    from distill.data.coco import CocoKeypointDataset
-    from distill.teacher_cache import build_store, weights_identity
-    from distill.models import build_model, load_weights, model_config
 
     model = load_weights(build_model("teacher", TEACHER), weights).eval()
     dataset = CocoKeypointDataset(Path(s.out) / "data", "train2017", input_size=s.input_size, augment=False)
@@ -163,7 +165,6 @@ def _model_specs(s: DemoSettings, teacher_weights: Path) -> list[str]:
 
 
 def _bench(s: DemoSettings, teacher_weights: Path, report: Path) -> None:
-    from distill.bench import parse_models, run_bench, write_report
 
     rows = run_bench(parse_models(_model_specs(s, teacher_weights)), Path(s.out) / "data", "val2017",
                      input_size=s.input_size, repeats=5, overlays=4, device=_device(s))
@@ -171,7 +172,6 @@ def _bench(s: DemoSettings, teacher_weights: Path, report: Path) -> None:
 
 
 def _compare_tags(s: DemoSettings, teacher_weights: Path, report: Path) -> None:
-    from distill.compare_tags import compare_tags
 
     out = Path(s.out)
     compare_tags(f"teacher:{TEACHER}:{teacher_weights}", out / "data", "val2017", input_size=s.input_size,

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from distill.atomic import write_json_atomic
 from distill.data.crowdpose import CROWDPOSE_STAT_NAMES, crowdpose_eval, is_crowdpose
@@ -62,8 +64,6 @@ def coco_keypoint_eval(
     The results are written (atomically) to `results_file` when given. COCOeval's own printing is
     captured; print `format_stats(...)` for a table.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     results = list(results)
     if results_file is not None:

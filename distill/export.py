@@ -44,12 +44,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from distill.atomic import atomic_path
+from distill.data.synthetic import generate_dataset
 from distill.errors import AEDistillError
+from distill.inference import OutputLayout
+from distill.predict import Predictor, infer_layout, read_image
 
 __all__ = [
     "ExportError", "ExportReport", "FoldReport", "OnnxModel", "check_image", "compare_people",
@@ -377,7 +381,6 @@ def _shared_root() -> Path:
 def check_image(path: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, str]:
     """A real image for the checks, (H, W, 3) uint8 RGB, and where it came from: `path`; else the
     first coco-mini val2017 image under ../shared; else a synthetic scene (`generate_dataset`)."""
-    from distill.predict import read_image
 
     if path is not None:
         return read_image(path), str(path)
@@ -386,7 +389,6 @@ def check_image(path: str | os.PathLike[str] | None = None) -> tuple[np.ndarray,
         images = sorted(p for p in val.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if images:
             return read_image(images[0]), str(images[0])
-    from distill.data.synthetic import generate_dataset
 
     with tempfile.TemporaryDirectory(prefix="aedistill_export_") as tmp:
         generate_dataset(tmp, seed=0, num_train=0, num_val=1, image_size=256, progress=False)
@@ -396,7 +398,6 @@ def check_image(path: str | os.PathLike[str] | None = None) -> tuple[np.ndarray,
 
 def _fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Centre crop to the aspect W:H, then resize to exactly (width, height)."""
-    import cv2
 
     h, w = image.shape[:2]
     if w * height > h * width:
@@ -538,8 +539,6 @@ def export_onnx(
     """Export `model` to `path` (see the module docstring). `model` is put in eval() mode on the CPU;
     its weights are not changed (folding works on a copy). Raises `ExportError` when the export or a
     check fails; then no file is written (an earlier file at `path` is left as it was)."""
-    from distill.inference import OutputLayout
-    from distill.predict import infer_layout
 
     t0 = time.perf_counter()
     say = log or (lambda msg: None)
@@ -592,7 +591,6 @@ def export_onnx(
 
 def _run_checks(model: nn.Module, folded: nn.Module | None, onnx_path: Path, report: ExportReport, layout: Any,
                 image: np.ndarray | None, image_source: str | None, say: Any) -> None:
-    from distill.predict import Predictor
 
     atol = report.atol
 

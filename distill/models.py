@@ -18,7 +18,7 @@ CKPT (optional, everything after the second ':') an official .pth / .pth.tar sta
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,6 @@ def build_model(kind: str, name: Any, overrides: dict[str, Any] | None = None) -
     if kind == "teacher":
         cfg = model_config(kind, name)
         if overrides:
-            from dataclasses import replace
 
             cfg = replace(cfg, **overrides)
         return build_teacher(cfg)

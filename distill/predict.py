@@ -37,6 +37,7 @@ from torch import nn
 
 from distill.amp import amp_dtype, autocast, module_device
 from distill.codec import AECodec
+from distill.data.coco import CocoKeypointDataset
 from distill.data.images import read_image_file
 from distill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from distill.evaluate import coco_keypoint_eval, people_to_results
@@ -346,7 +347,6 @@ def evaluate_model(
     The model is put in eval() mode for the run and its previous mode restored. `limit` evaluates the
     first N images only (the stats are then over those images). Returns the 10 COCO stats by name.
     """
-    from distill.data.coco import CocoKeypointDataset
 
     ds = CocoKeypointDataset(data_root, split, annotation_file=annotation_file, image_dir=image_dir,
                              remove_images_without_annotations=False, augment=False)

@@ -14,6 +14,7 @@ channels, log x; error bars = std over seeds). Written atomically.
 """
 from __future__ import annotations
 
+import io
 import json
 import statistics
 from dataclasses import asdict, dataclass
@@ -21,8 +22,15 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from distill.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from distill.bench import _timed_predictor_class, time_cpu_network
+from distill.codec.decode import decode_mode
 from distill.config import load_config
+from distill.data.coco import CocoKeypointDataset
 from distill.errors import AEDistillError, ensure_writable_dir
+from distill.flops import count_macs
+from distill.models import contract_of, load_model
+from distill.predict import evaluate_model
+from distill.train import train
 
 MAPS = {"per-joint": 0, "shared": 1}  # model.tag_maps: 0 = the config's per-joint maps (T = J), 1 = shared
 
@@ -74,12 +82,6 @@ def _finished(cfg: Any) -> bool:
 
 def score_run(cfg: Any, val_split: str, limit: int | None, decode: str, repeats: int) -> dict[str, Any]:
     """AP/AR on the val split, params, GMACs, network and grouping ms of one trained student."""
-    from distill.bench import _timed_predictor_class, time_cpu_network
-    from distill.codec.decode import decode_mode
-    from distill.data.coco import CocoKeypointDataset
-    from distill.flops import count_macs
-    from distill.models import contract_of, load_model
-    from distill.predict import evaluate_model
 
     model = load_model(f"student:{cfg.model.name}:{Path(cfg.train.out) / 'model.pt'}").eval()
     size = int(cfg.data.input_size)
@@ -100,7 +102,6 @@ def run_sweep(recipe: str | Path, out: str | Path, *, maps: Sequence[str] = ("pe
               val_split: str = "val2017", limit: int | None = None, decode: str = "official", repeats: int = 5,
               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train (or reuse) and score every run of the plan; returns the per-layout rows (see the module doc)."""
-    from distill.train import train
 
     out = Path(out)
     ensure_writable_dir(out, "--out")
@@ -146,7 +147,6 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def plot(rows: Sequence[dict[str, Any]]) -> bytes:
-    import io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

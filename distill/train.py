@@ -33,15 +33,18 @@ from torch import nn
 from distill.amp import AmpError, amp_dtype, autocast, module_device
 from distill.atomic import atomic_path, write_json_atomic
 from distill.codec.decode import decode_mode
+from distill.codec.targets import TargetConfig
 from distill.config import ConfigError, RunConfig, validate
-from distill.data.coco import CocoKeypointDataset
-from distill.errors import CheckpointError, TrainingDiverged, ensure_writable_dir
+from distill.data.coco import CocoKeypointDataset, _read_json, annotation_path, validate_coco_keypoints
 from distill.data.transforms import AugmentConfig
+from distill.errors import CheckpointError, TrainingDiverged, ensure_writable_dir
+from distill.evaluate import require_scorable
 from distill.losses import DistillLoss, LossConfig
 from distill.models import build_model, contract_of, initialise, load_weights
+from distill.predict import Predictor, evaluate_model
 from distill.progress import progress
 from distill.tag_reduction import TagReducer
-from distill.teacher_cache.targets import AugMetaDataset, OnlineTeacher, TrainBatch
+from distill.teacher_cache.targets import AugMetaDataset, CachedTeacher, OnlineTeacher, TrainBatch
 
 CHECKPOINT = "last.pt"
 MODEL_FILE = "model.pt"
@@ -223,7 +226,6 @@ class Trainer:
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
-        from distill.codec.targets import TargetConfig
 
         self.dataset = CocoKeypointDataset(
             cfg.data.root, cfg.data.train_split, input_size=cfg.data.input_size, output_sizes=self.output_sizes,
@@ -285,7 +287,6 @@ class Trainer:
         if not t.name:
             return None, None
         if t.mode == "cached":
-            from distill.teacher_cache.targets import CachedTeacher
 
             if not t.store:
                 raise ConfigError("teacher.mode is 'cached' but teacher.store is empty")
@@ -502,8 +503,6 @@ class Trainer:
             raise RuntimeError(f"DDP replicas diverged: parameter checksums {[g.item() for g in gathered]}")
 
     def _check_val_split(self) -> None:
-        from distill.data.coco import _read_json, annotation_path, validate_coco_keypoints
-        from distill.evaluate import require_scorable
 
         path = annotation_path(self.cfg.data.root, self.cfg.data.val_split)
         data = _read_json(path)
@@ -514,7 +513,6 @@ class Trainer:
         """COCO AP on the val split through the shared test-time path (rank 0 only)."""
         if self.rank != 0:
             return {}
-        from distill.predict import Predictor, evaluate_model
 
         predictor = Predictor(self.final_model, self.dataset.spec, input_size=self.cfg.data.input_size, flip=True,
                               device=self.device, **decode_mode(self.cfg.train.eval_decode))

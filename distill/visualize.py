@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from distill.errors import DataError
+from distill.geometry import affine_transform
 from distill.keypoints import KeypointSpec
 
 __all__ = [
@@ -272,7 +273,6 @@ def tag_panel(image: np.ndarray, tags: Any, heatmaps: Any = None, *, det_thr: fl
 
 def prediction_affine(pred: Any) -> np.ndarray:
     """2x3 affine from a `Prediction`'s map frame (its heatmaps / tags) to original-image pixels."""
-    from distill.geometry import affine_transform
 
     return affine_transform(pred.resize.center, pred.resize.scale, pred.map_size, inverse=True)
 

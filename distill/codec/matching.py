@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+from munkres import Munkres
+from scipy.optimize import linear_sum_assignment
 
 Solver = Callable[[np.ndarray], list[tuple[int, int]]]
 
@@ -31,14 +33,12 @@ def munkres_solver(cost: np.ndarray) -> list[tuple[int, int]]:
     The matrix is handed over as Python floats: the same float64 arithmetic as numpy scalars,
     but several times faster inside munkres' pure-Python loops.
     """
-    from munkres import Munkres
 
     return [(int(r), int(c)) for r, c in Munkres().compute(cost.tolist())]
 
 
 def scipy_solver(cost: np.ndarray) -> list[tuple[int, int]]:
     """Faster Hungarian assignment. Optimal, but breaks ties differently from munkres 1.1.x."""
-    from scipy.optimize import linear_sum_assignment
 
     rows, cols = linear_sum_assignment(cost)
     return list(zip(rows.tolist(), cols.tolist()))

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import torch
 
-from distill.config import input_size_arg
-from distill.codec.decode import DECODE_MODES
-from distill.errors import ensure_writable_dir
-
 from distill.bench import BenchError, _notes, format_table, parse_models, run_bench, write_report
+from distill.codec.decode import DECODE_MODES
+from distill.config import input_size_arg
+from distill.errors import ensure_writable_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,10 @@ import sys
 import torch
 
 from distill.config import input_size_arg
+from distill.data.coco import CocoKeypointDataset
 from distill.errors import AEDistillError
+from distill.models import build_model, load_weights, model_config
+from distill.teacher_cache import RANDOM_INIT_NOTE, TeacherStore, build_store, estimate_store, weights_identity
 
 DEFAULT_INPUT_SIZE = 512
 
@@ -68,9 +71,6 @@ def _log(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.data.coco import CocoKeypointDataset
-    from distill.teacher_cache import RANDOM_INIT_NOTE, build_store, weights_identity
-    from distill.models import build_model, load_weights, model_config
 
     cfg = model_config("teacher", args.teacher)
     input_size = args.input_size or cfg.input_size or DEFAULT_INPUT_SIZE
@@ -99,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
     dataset = CocoKeypointDataset(args.data, args.split, input_size=input_size, augment=False,
                                   remove_images_without_annotations=not args.all_images)
     if args.estimate:
-        from distill.teacher_cache import estimate_store
 
         est = estimate_store(model, dataset, input_size=input_size, device=device, amp=args.amp,
                              format_version=args.format_version, num_parts=num_parts, tag_bits=args.tag_bits)
@@ -122,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"part {part} of {num_parts}: done; " + ("all parts done, index.json written: the store is complete"
                                                       if summary.complete else "waiting for the other parts"))
     if args.format_version == 2 and summary.complete:
-        from distill.teacher_cache import TeacherStore
 
         worst = TeacherStore(args.out, verify="none", allow_incomplete=True).worst_error()
         print(f"worst quantisation error over the store: heatmaps {worst['heat_rel']:.5f} of their map's peak "
@@ -132,7 +130,6 @@ def run(args: argparse.Namespace) -> int:
               f"({summary.images_per_second:.2f} images/s; teacher forward {summary.forward_seconds:.1f} s) "
               f"teacher {cfg.name or args.teacher}, input {input_size}, device {device}, amp {args.amp or 'off'}")
     if args.verify and summary.complete:
-        from distill.teacher_cache import TeacherStore
 
         TeacherStore(args.out, verify="none").verify(checksum=True, finite=True)
         print(f"verified {args.out}: every shard matches its sha256, every map is finite")

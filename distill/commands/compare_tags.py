@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from distill.codec.decode import DECODE_MODES
+from distill.compare_tags import JSON_NAME, MD_NAME, CompareTagsError, compare_tags
 from distill.config import input_size_arg
 from distill.errors import ensure_writable_dir
-
-from distill.compare_tags import JSON_NAME, MD_NAME, CompareTagsError, compare_tags
+from distill.tag_sweep import run_sweep
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.dims:
-        from distill.tag_sweep import run_sweep
 
         run_sweep(args.config, args.out, maps=args.maps, dims=args.dims, seeds=args.seeds,
                   overrides=[f"data.root={args.data}", *args.overrides],

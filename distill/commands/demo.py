@@ -7,9 +7,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from distill.errors import ensure_writable_dir
-
 from distill.demo import DemoSettings, run_demo
+from distill.errors import ensure_writable_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from distill.config import input_size_arg
 from distill.errors import ensure_writable_file
-
 from distill.export import DEFAULT_OPSET, ONNX_ATOL, check_image, export_onnx
+from distill.models import load_model, parse_model_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.models import load_model, parse_model_spec
 
     spec = parse_model_spec(args.model)
     model = load_model(spec, warn_random=False)

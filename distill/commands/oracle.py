@@ -8,11 +8,10 @@ import argparse
 import time
 from pathlib import Path
 
-from distill.config import input_size_arg
 from distill.codec.decode import DECODE_MODES
+from distill.config import input_size_arg
 from distill.errors import DataError, ensure_writable_file
 from distill.evaluate import format_stats
-
 from distill.oracle import run_oracle
 
 

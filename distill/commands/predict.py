@@ -16,9 +16,8 @@ from distill.errors import DataError, ensure_writable_dir, ensure_writable_file
 from distill.keypoints import KeypointSpec
 from distill.models import contract_of, load_model, parse_model_spec
 from distill.predict import Predictor
-from distill.visualize import list_images, spec_from_annotations
-
 from distill.predict_files import predict_images
+from distill.visualize import list_images, spec_from_annotations
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 from distill.config import load_config
-
 from distill.train import train
 
 

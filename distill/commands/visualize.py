@@ -10,11 +10,14 @@ from pathlib import Path
 
 import cv2
 
+from distill.atomic import write_bytes_atomic
 from distill.config import input_size_arg
 from distill.data.images import ImageReadError
 from distill.errors import DataError, ensure_writable_dir
 from distill.keypoints import KeypointSpec
-
+from distill.models import contract_of, load_model, parse_model_spec
+from distill.predict import Predictor, read_image
+from distill.progress import progress
 from distill.visualize import list_images, spec_from_annotations, visualize_image
 
 
@@ -33,10 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.atomic import write_bytes_atomic
-    from distill.models import contract_of, load_model, parse_model_spec
-    from distill.predict import Predictor, read_image
-    from distill.progress import progress
 
     spec = parse_model_spec(args.model)
     images = list_images(args.input)

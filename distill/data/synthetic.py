@@ -44,9 +44,12 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+from tqdm import tqdm
 
 from distill.atomic import write_bytes_atomic, write_json_atomic
+from distill.data.crowdpose import coco_to_crowdpose
 from distill.errors import DataError
+from distill.evaluate import coco_keypoint_eval
 from distill.keypoints import COCO_KEYPOINT_NAMES, COCO_SKELETON
 
 GENERATOR_VERSION = 1
@@ -764,7 +767,6 @@ def _check_args(seed: int, num_train: int, num_val: int, image_size: int) -> Non
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
 
     # disable=None: tqdm shows the bar only on a terminal.
     return tqdm(total=total, desc="synth", unit="img", disable=None if (enabled and total > 8) else True)
@@ -825,7 +827,6 @@ def generate_dataset(out_dir: str | Path, seed: int = 0, num_train: int = DEFAUL
                 "categories": [_category()],
             }
             if keypoint_format == "crowdpose":
-                from distill.data.crowdpose import coco_to_crowdpose
 
                 doc = coco_to_crowdpose(doc)
             ann_path = annotation_file(out, split)
@@ -944,7 +945,6 @@ def gt_self_ap(ann_file: Path) -> float:
 
     Every non-crowd annotation with num_keypoints > 0 becomes a detection with score 1.0.
     """
-    from distill.evaluate import coco_keypoint_eval  # COCO's or, for CrowdPose-format files, CrowdPose's AP
 
     data = json.loads(Path(ann_file).read_text(encoding="utf-8"))
     dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "keypoints": list(a["keypoints"]),

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from distill.amp import amp_dtype, autocast
+from distill.cache_codec import encode_image
+from distill.data.transforms import to_normalized_tensor
 from distill.geometry import resize_for_test
 from distill.progress import progress
 from distill.teacher_cache.frame import CacheFrame, frame_from_resize
@@ -49,7 +51,6 @@ class _CacheInputs(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, CacheFrame, int, int]:
-        from distill.data.transforms import to_normalized_tensor
 
         index = self.indices[i]
         image = self.dataset.load_image(index)
@@ -78,7 +79,6 @@ def estimate_store(model: torch.nn.Module, dataset: Any, *, input_size: int, dev
             outs = [o.float() for o in model(x[None].to(device))]
         halves = [o[0].to(torch.float16).cpu().numpy() for o in outs]
         if int(format_version) == 2:
-            from distill.cache_codec import encode_image
 
             size = len(encode_image([h.astype(np.float32) for h in halves], heatmaps, tag_bits or 8)[0])
         else:

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import cv2
 import numpy as np
 import torch
 
 import distill
+from distill.cache_codec import LEVEL, SCHEME, TAG_BITS
 from distill.teacher_cache.layout import (
     DTYPE, FORMAT, FORMAT_VERSION, FRAME_DESCRIPTION, PIXEL_CONVENTION, RANDOM_INIT_NOTE, READABLE_VERSIONS,
     StoreError,
@@ -56,7 +58,6 @@ def ids_sha256(ids: Sequence[Any]) -> str:
 
 
 def code_version() -> dict[str, Any]:
-    import cv2
 
     repo = Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
@@ -104,7 +105,6 @@ def make_header(*, teacher_cfg: Any, weights: Mapping[str, Any], input_size: int
         "code_version": code_version(),
     }
     if int(format_version) == 2:
-        from distill.cache_codec import LEVEL, SCHEME, TAG_BITS
 
         bits = int(tag_bits or TAG_BITS)
         header["dtype"] = "quantised"

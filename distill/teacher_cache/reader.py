@@ -8,6 +8,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from distill.cache_codec import decode_image
+from distill.models import model_config
 from distill.teacher_cache.frame import CacheFrame
 from distill.teacher_cache.identity import config_differs, dataset_identity, differs, sha256_file, short_hash
 from distill.teacher_cache.layout import (
@@ -185,7 +187,6 @@ class TeacherStore:
         return out
 
     def _decode_blob(self, image_id: Any, e: Mapping[str, Any]) -> list[np.ndarray]:
-        from distill.cache_codec import decode_image
 
         start, length = (int(v) for v in e["blob"])
         raw = self._array(e["shard"], 0)[start:start + length]
@@ -249,7 +250,6 @@ class TeacherStore:
         problems = []
         if teacher is not None:
             if isinstance(teacher, (str, os.PathLike)):
-                from distill.models import model_config
 
                 teacher = model_config("teacher", teacher)
             cfg = teacher.to_dict() if hasattr(teacher, "to_dict") else dict(teacher)

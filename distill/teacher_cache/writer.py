@@ -1,6 +1,7 @@
 """Creating, resuming and committing a store: one writer per store (or per part), atomic shard commits."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -11,10 +12,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from distill.atomic import atomic_path, write_json_atomic
+from distill.cache_codec import encode_image
 from distill.errors import ensure_writable_dir
 from distill.teacher_cache.identity import identity_mismatches, short_hash
 from distill.teacher_cache.layout import (
-    HEADER_NAME, HashingWriter, INDEX_NAME, LOCK_NAME, NPY_DTYPE, SHARD_DIR, StoreError, StoreMismatchError,
+    HEADER_NAME, INDEX_NAME, LOCK_NAME, NPY_DTYPE, SHARD_DIR, HashingWriter, StoreError, StoreMismatchError,
     check_file_size, empty_index, fsync_dir, read_json, shard_blob_file, shard_file, shard_files, shard_record,
 )
 
@@ -94,7 +96,6 @@ class StoreWriter:
 
     def _lock(self) -> None:
         """One writer per store: an exclusive flock on STORE/.lock (released by the OS when the process dies)."""
-        import fcntl
 
         name = LOCK_NAME if self.part is None else f"{LOCK_NAME}.part-{self.part[0]}-of-{self.part[1]}"
         self._lock_fh = open(self.root / name, "a+")
@@ -167,7 +168,6 @@ class StoreWriter:
     def _write_blobs(self, shard: int, records: Sequence[tuple[Any, Mapping[str, Any], Sequence[np.ndarray]]]
                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """v2: one .bin of per-image blobs (`distill.cache_codec`); per image its byte range and measured error."""
-        from distill.cache_codec import encode_image
 
         heatmaps = [int(o["heatmaps"]) for o in self.header["outputs"]]
         name = shard_blob_file(shard)
