@@ -184,19 +184,13 @@ class ModelEma:
 def loss_config(cfg: RunConfig, num_joints: int, tag_dim: int = 1) -> LossConfig:
     """The `LossConfig` of a run: its `loss` section; the KD terms only when a teacher is configured; `tag_dim`
     (D, channels per tag map) from the model's output contract."""
-    c = cfg.loss
     use_teacher = bool(cfg.teacher.name)
-    return LossConfig(
-        num_joints=num_joints, heatmap_factors=tuple(c.heatmap_factors), push_factor=c.push_factor,
-        pull_factor=c.pull_factor, alpha=c.alpha if use_teacher else 0.0,
-        kd_type=c.kd_type, kd_temperature=c.kd_temperature,  # type: ignore[arg-type]
-        heatmap_loss=c.heatmap_loss, fg_weight=c.fg_weight,  # type: ignore[arg-type]
-        tag_kd_weight=c.tag_kd_weight if use_teacher else 0.0, tag_kd_type=c.tag_kd_type,  # type: ignore[arg-type]
-        ohkm_gt=c.ohkm_gt, ohkm_kd=c.ohkm_kd,
-        ohkm_topk=c.ohkm_topk, tag_reduction=c.tag_reduction,  # type: ignore[arg-type]
-        tag_index_layout="per_joint",  # the dataset encodes per-joint indices; T = 1 students use index mod H*W
-        tag_dim=int(tag_dim),
-    )
+    section = asdict(cfg.loss)  # its fields are LossConfig fields by name (tested)
+    section["heatmap_factors"] = tuple(section["heatmap_factors"])
+    if not use_teacher:
+        section.update(alpha=0.0, tag_kd_weight=0.0)
+    # the dataset encodes per-joint indices; T = 1 students use index mod H*W
+    return LossConfig(**section, num_joints=num_joints, tag_index_layout="per_joint", tag_dim=int(tag_dim))
 
 
 class Trainer:

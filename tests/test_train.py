@@ -1,6 +1,7 @@
 """The training loop: exact resume, 2-process gloo DDP, config errors. Tiny model, tiny data, CPU."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -106,6 +107,10 @@ def test_loss_section_reaches_the_loss_and_bad_values_are_named(tmp_path: Path) 
     kd = load_config(REPO / "configs" / "train" / "synth_step_s_kd.yaml")
     loss = loss_config(kd, 17)
     assert (loss.kd_type, loss.kd_temperature, loss.alpha) == (kd.loss.kd_type, kd.loss.kd_temperature, kd.loss.alpha)
+    # Every field of the section reaches the loss under its own name (no field-by-field copy to drift).
+    for f in dataclasses.fields(kd.loss):
+        want = getattr(kd.loss, f.name)
+        assert getattr(loss, f.name) == (tuple(want) if isinstance(want, list) else want), f.name
     # Without a teacher the KD weights are switched off, whatever the section says.
     no_teacher = load_config(REPO / "configs" / "train" / "synth_step_s_kd.yaml", ["teacher.name=''"])
     assert loss_config(no_teacher, 17).alpha == 0.0
