@@ -326,7 +326,7 @@ def ae_loss(
 
 def tag_kd_loss(
     student_tags: Tensor, teacher_tags: Tensor, joint_index: Tensor, layout: IndexLayout = "auto",
-    kind: TagKDType = "absolute",
+    kind: TagKDType = "absolute", tag_dim: int = 1,
 ) -> Tensor:
     """(B,) tag distillation at the visible index entries (GT joints); the teacher is detached.
 
@@ -335,27 +335,44 @@ def tag_kd_loss(
     (|s_e - s_f| - |t_e - t_f|)^2, averaged over the pairs (0 for images with < 2 entries). The AE loss
     defines tags only up to a shift (and a sign), so a student can group perfectly with tags that differ
     from the teacher's by a constant: the relational form does not punish that, the absolute form does.
-    Both tag tensors must have the same shape (B, T, H, W) (reduce a per-joint teacher first for T = 1).
+    Tensors: student (B, T*D, H, W) with D = `tag_dim` channels per map (map-major), teacher (B, T, H, W)
+    with 1-D tags (reduce a per-joint teacher first for T = 1). For D > 1 only 'relational' is defined: the
+    student's distance is the L2 distance of its D-vectors (the AE loss's own metric), the teacher's stays
+    1-D, so the student learns the teacher's spacing of people whatever direction its tags take.
     """
     if not isinstance(student_tags, Tensor) or student_tags.dim() != 4:
-        raise ValueError(f"student tag maps must be (B, T, H, W), got {_shape(student_tags)}")
-    if not isinstance(teacher_tags, Tensor) or teacher_tags.shape != student_tags.shape:
+        raise ValueError(f"student tag maps must be (B, T*D, H, W), got {_shape(student_tags)}")
+    d = int(tag_dim)
+    b, c, h, w = student_tags.shape
+    if d < 1 or c % d:
+        raise ValueError(f"student tag maps have {c} channels, not a multiple of D = {d} (tag_dim)")
+    t = c // d
+    if not isinstance(teacher_tags, Tensor) or teacher_tags.shape != (b, t, h, w):
         raise ValueError(
-            f"teacher tag maps must match the student's {tuple(student_tags.shape)} (after reduction), "
-            f"got {_shape(teacher_tags)}"
+            f"teacher tag maps must be (B, T, H, W) = {(b, t, h, w)} to match the student's {tuple(student_tags.shape)} "
+            f"(after reduction; 1-D teacher tags), got {_shape(teacher_tags)}"
         )
-    b, t, h, w = student_tags.shape
+    if kind not in get_args(TagKDType):
+        raise ValueError(f"tag KD type must be one of {get_args(TagKDType)}, got {kind!r}")
+    if d > 1 and kind != "relational":
+        raise ValueError(f"'{kind}' tag KD compares tag values, which a D = {d} student and a 1-D teacher do not "
+                         "share: use tag_kd_type 'relational' (distances) for D > 1")
     idx, vis = resolve_tag_index(_check_index(joint_index, b).to(student_tags.device), t, h, w, layout)
     if kind == "relational":
-        s = _gather(student_tags, idx).reshape(b, -1)
         te = _gather(teacher_tags.detach(), idx).reshape(b, -1)
+        teacher_gap = (te[:, :, None] - te[:, None, :]).abs()
+        if d == 1:
+            s = _gather(student_tags, idx).reshape(b, -1)
+            student_gap = (s[:, :, None] - s[:, None, :]).abs()
+        else:
+            sv = _gather_vectors(student_tags, idx, d).reshape(b, -1, d)
+            sq = ((sv[:, :, None, :] - sv[:, None, :, :]) ** 2).sum(-1)
+            student_gap = sq.clamp_min(1e-12).sqrt()  # no NaN gradient on the diagonal (e = f, distance 0)
         v = vis.reshape(b, -1).float()
         pair = v[:, :, None] * v[:, None, :]
-        gap = ((s[:, :, None] - s[:, None, :]).abs() - (te[:, :, None] - te[:, None, :]).abs()) ** 2
-        count = pair.sum(dim=(1, 2)) - v.sum(-1)  # ordered pairs e != f (the diagonal is 0 in both)
-        return (gap * pair).sum(dim=(1, 2)) / count.clamp(min=1)
-    if kind != "absolute":
-        raise ValueError(f"tag KD type must be one of {get_args(TagKDType)}, got {kind!r}")
+        pair = pair * (1 - torch.eye(pair.shape[1], device=pair.device))  # ordered pairs e != f
+        gap = (student_gap - teacher_gap) ** 2
+        return (gap * pair).sum(dim=(1, 2)) / pair.sum(dim=(1, 2)).clamp(min=1)
     d2 = (_gather(student_tags, idx) - _gather(teacher_tags.detach(), idx)) ** 2
     cnt, _, n = _segment_stats(vis)
     per_person = (d2 * vis.float()).sum(-1) / cnt.clamp(min=1)
@@ -497,10 +514,11 @@ class DistillLoss(nn.Module):
             tags = outputs[0][:, j:]
             index = _check_index(index, tags.shape[0]).to(tags.device)
             terms["push"], terms["pull"] = ae_loss(tags, index, cfg.ae_loss_type, cfg.tag_index_layout, cfg.tag_dim)
-            if uses_tag_kd and cfg.tag_dim != 1:
-                raise ValueError(f"tag KD is defined for 1-D tags; this student has D = {cfg.tag_dim} channels per tag "
-                                 "map: set tag_kd_weight = 0")
-            if (teacher_outputs is not None or uses_tag_kd) and cfg.tag_dim == 1:
+            if cfg.tag_dim > 1 and cfg.tag_kd_type != "relational" and uses_tag_kd:
+                raise ValueError(f"tag KD '{cfg.tag_kd_type}' compares tag values, but this student has D = "
+                                 f"{cfg.tag_dim} channels per tag map: use tag_kd_type 'relational' (or tag_kd_weight 0)")
+            distillable = cfg.tag_dim == 1 or cfg.tag_kd_type == "relational"
+            if (teacher_outputs is not None or uses_tag_kd) and distillable:
                 if teacher_outputs is None:
                     raise ValueError(f"teacher_outputs are required for tag KD (tag_kd_weight = {cfg.tag_kd_weight})")
                 t_tags = self._teacher_tags(t, teacher_outputs[0])
@@ -512,7 +530,8 @@ class DistillLoss(nn.Module):
                         )
                 else:
                     with torch.set_grad_enabled(torch.is_grad_enabled() and uses_tag_kd):
-                        terms["tag_kd"] = tag_kd_loss(tags, t_tags, index, cfg.tag_index_layout, cfg.tag_kd_type)
+                        terms["tag_kd"] = tag_kd_loss(tags, t_tags, index, cfg.tag_index_layout, cfg.tag_kd_type,
+                                                      cfg.tag_dim)
         return terms
 
     def total_from_terms(self, terms: dict[str, Tensor], num_outputs: int) -> Tensor:

@@ -134,7 +134,7 @@ def test_decoding_uses_all_d_channels() -> None:
     assert len(one_d.people) < 2 or not (one_d.people[:, :, 2] > 0).all()
 
 
-def test_distill_loss_takes_d_from_the_config_and_refuses_tag_kd() -> None:
+def test_distill_loss_takes_d_from_the_config_and_allows_only_relational_tag_kd() -> None:
     gen = torch.Generator().manual_seed(1)
     idx = random_index(gen, 2, 5, J, J, 8, 8, per_joint=True, people=[2, 3])
     outs = [torch.randn(2, J + 4, 8, 8, generator=gen), torch.randn(2, J, 16, 16, generator=gen)]
@@ -144,9 +144,42 @@ def test_distill_loss_takes_d_from_the_config_and_refuses_tag_kd() -> None:
     assert terms["push"].shape == (2,)
     with pytest.raises(ValueError, match="J \\+ T\\*D channels"):
         DistillLoss(LossConfig(tag_dim=3)).compute_terms(outs, hm, masks, [idx, idx])
-    with pytest.raises(ValueError, match="tag KD is defined for 1-D tags"):
+    teacher = [torch.randn(2, 2 * J, 8, 8, generator=gen), torch.randn(2, J, 16, 16, generator=gen)]
+    with pytest.raises(ValueError, match="tag KD 'absolute' compares tag values.*use tag_kd_type 'relational'"):
         DistillLoss(LossConfig(tag_dim=4, tag_kd_weight=0.1, tag_index_layout="per_joint")).compute_terms(
-            outs, hm, masks, [idx, idx], teacher_outputs=[torch.randn(2, 2 * J, 8, 8), torch.randn(2, J, 16, 16)])
+            outs, hm, masks, [idx, idx], teacher_outputs=teacher)
+    relational = LossConfig(tag_dim=4, tag_kd_weight=0.1, tag_kd_type="relational", tag_index_layout="per_joint")
+    terms = DistillLoss(relational).compute_terms(outs, hm, masks, [idx, idx], teacher_outputs=teacher)
+    assert terms["tag_kd"].shape == (2,) and bool(torch.isfinite(terms["tag_kd"]).all())
+
+
+def test_relational_tag_kd_in_d_dims_against_a_literal_loop() -> None:
+    """Student distance = L2 of its D-vectors (map-major channels), teacher distance = |1-D difference|."""
+    from distill.losses import tag_kd_loss
+
+    gen = torch.Generator().manual_seed(3)
+    d, t, h, w = 3, 2, 6, 5
+    student = torch.randn(2, t * d, h, w, generator=gen, requires_grad=True)
+    teacher = torch.randn(2, t, h, w, generator=gen)
+    idx = random_index(gen, 2, 4, t, t, h, w, per_joint=True, people=[3, 1])
+    got = tag_kd_loss(student, teacher, idx, "per_joint", "relational", tag_dim=d)
+    for bi in range(2):
+        entries = [int(idx[bi, p, k, 0]) for p in range(idx.shape[1]) for k in range(idx.shape[2]) if idx[bi, p, k, 1] > 0]
+
+        def vec(e: int) -> torch.Tensor:  # entry e = map * H*W + pixel; map m's channels are m*D .. m*D + D-1
+            m, pix = divmod(e, h * w)
+            return student[bi, m * d:(m + 1) * d].reshape(d, -1)[:, pix].detach()
+        tv = teacher[bi].reshape(-1)
+        gaps = [(float(torch.linalg.norm(vec(e) - vec(f))) - abs(float(tv[e] - tv[f]))) ** 2
+                for i, e in enumerate(entries) for k, f in enumerate(entries) if i != k]
+        assert float(got[bi].detach()) == pytest.approx(sum(gaps) / len(gaps) if gaps else 0.0, rel=1e-5, abs=1e-7)
+    got.sum().backward()
+    assert bool(torch.isfinite(student.grad).all()) and float(student.grad.abs().sum()) > 0
+    # Rotating the D-vectors (and shifting them) changes nothing: only distances are distilled.
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen))
+    moved = torch.einsum("ij,btjhw->btihw", q, student.detach().reshape(2, t, d, h, w)).reshape(2, t * d, h, w) + 2.0
+    torch.testing.assert_close(tag_kd_loss(moved, teacher, idx, "per_joint", "relational", tag_dim=d), got.detach(),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_train_a_shared_4d_student_by_override_and_load_it_back(make_synthetic_dataset, tmp_path: Path) -> None:
