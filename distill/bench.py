@@ -225,7 +225,6 @@ def time_gpu_network(model: nn.Module, input_size: int, batches: Sequence[int] =
 
 
 def _timed_predictor_class() -> type:
-
     class TimedPredictor(Predictor):
         """A Predictor that records per-call wall time and its timing split, and keeps the first
         `keep` predictions (for overlays). Meant for batch-size-1 calls (ms / image)."""
@@ -272,7 +271,6 @@ def _timed_eval(model: nn.Module, ds: Any, split: str, input_size: int, limit: i
 
 # ------------------------------------------------------------------------------------------ bench
 def _dataset(data: str | Path, split: str) -> Any:
-
     return CocoKeypointDataset(data, split, remove_images_without_annotations=False, augment=False)
 
 

@@ -107,12 +107,10 @@ class Stages:
 
 
 def run_demo(s: DemoSettings) -> Path:
-
     out = Path(s.out)
     report = out / "report"
     shipped = None
     if not s.train_teacher:
-
         shipped = shipped_teacher(TEACHER)  # sha256-checked against its record
     # Stages made with another shipped teacher are not reused (the cache and students depend on it).
     stages = Stages(out, s, teacher_sha256=shipped.record["sha256"] if shipped else "trained here")
@@ -147,7 +145,6 @@ def _device(s: DemoSettings) -> str:
 
 
 def _cache_teacher(s: DemoSettings, weights: Path, store: Path) -> None:
-
     model = load_weights(build_model("teacher", TEACHER), weights).eval()
     dataset = CocoKeypointDataset(Path(s.out) / "data", "train2017", input_size=s.input_size, augment=False)
     summary = build_store(store, model, dataset, teacher_cfg=model_config("teacher", TEACHER),
@@ -165,14 +162,12 @@ def _model_specs(s: DemoSettings, teacher_weights: Path) -> list[str]:
 
 
 def _bench(s: DemoSettings, teacher_weights: Path, report: Path) -> None:
-
     rows = run_bench(parse_models(_model_specs(s, teacher_weights)), Path(s.out) / "data", "val2017",
                      input_size=s.input_size, repeats=5, overlays=4, device=_device(s))
     write_report(rows, report, title="aedistill demo: synthetic val2017")
 
 
 def _compare_tags(s: DemoSettings, teacher_weights: Path, report: Path) -> None:
-
     out = Path(s.out)
     compare_tags(f"teacher:{TEACHER}:{teacher_weights}", out / "data", "val2017", input_size=s.input_size,
                  fit_images=min(64, s.train_images),

@@ -148,7 +148,6 @@ def build_model(kind: str, name: Any, overrides: dict[str, Any] | None = None) -
     if kind == "teacher":
         cfg = model_config(kind, name)
         if overrides:
-
             cfg = replace(cfg, **overrides)
         return build_teacher(cfg)
     if kind == "student":

@@ -281,7 +281,6 @@ class Trainer:
         if not t.name:
             return None, None
         if t.mode == "cached":
-
             if not t.store:
                 raise ConfigError("teacher.mode is 'cached' but teacher.store is empty")
             cached = CachedTeacher(t.store, expect_teacher=t.name, expect_weights=t.weights or None,
@@ -497,7 +496,6 @@ class Trainer:
             raise RuntimeError(f"DDP replicas diverged: parameter checksums {[g.item() for g in gathered]}")
 
     def _check_val_split(self) -> None:
-
         path = annotation_path(self.cfg.data.root, self.cfg.data.val_split)
         data = _read_json(path)
         validate_coco_keypoints(data, str(path))

@@ -43,8 +43,8 @@ CONFIG_DIR = REGISTRY.folder
 StudentConfig = Union[StepStudentConfig, HigherHRNetConfig, TimmStudentConfig]
 
 __all__ = [
-    "CONFIG_DIR", "FAMILIES", "HRNetStudent", "REGISTRY", "RSB", "StepPoseNet", "StepStudentConfig", "StudentConfig",
-    "StudentConfigError", "TimmPoseNet", "TimmStudentConfig", "build_student", "config_family",
+    "CONFIG_DIR", "FAMILIES", "HRNetStudent", "REGISTRY", "RSB", "StepPoseNet", "StepStudentConfig",
+    "StudentConfig", "StudentConfigError", "TimmPoseNet", "TimmStudentConfig", "build_student", "config_family",
     "get_student_config", "list_students",
 ]
 
@@ -58,11 +58,15 @@ def _hrnet_from_dict(data: dict[str, Any], source: str) -> HigherHRNetConfig:
     return cfg
 
 
+def _strict(cls: type) -> Callable[[dict[str, Any], str], Any]:
+    return lambda data, source: from_mapping(cls, data, source, StudentConfigError)
+
+
 # family -> (config class, dict -> config, config -> model)
 FAMILIES: dict[str, tuple[type, Callable[[dict[str, Any], str], Any], Callable[[Any], nn.Module]]] = {
-    "step": (StepStudentConfig, lambda d, src: from_mapping(StepStudentConfig, d, src, StudentConfigError), build_step_student),
+    "step": (StepStudentConfig, _strict(StepStudentConfig), build_step_student),
     "hrnet": (HigherHRNetConfig, _hrnet_from_dict, build_hrnet_student),
-    "timm": (TimmStudentConfig, lambda d, src: from_mapping(TimmStudentConfig, d, src, StudentConfigError), build_timm_student),
+    "timm": (TimmStudentConfig, _strict(TimmStudentConfig), build_timm_student),
 }
 
 

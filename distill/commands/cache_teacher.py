@@ -71,7 +71,6 @@ def _log(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     cfg = model_config("teacher", args.teacher)
     input_size = args.input_size or cfg.input_size or DEFAULT_INPUT_SIZE
     if input_size < 64:
@@ -99,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
     dataset = CocoKeypointDataset(args.data, args.split, input_size=input_size, augment=False,
                                   remove_images_without_annotations=not args.all_images)
     if args.estimate:
-
         est = estimate_store(model, dataset, input_size=input_size, device=device, amp=args.amp,
                              format_version=args.format_version, num_parts=num_parts, tag_bits=args.tag_bits)
         print(f"estimate for {args.split} ({est['images']} images, format v{args.format_version}, input {input_size}, "
@@ -121,7 +119,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"part {part} of {num_parts}: done; " + ("all parts done, index.json written: the store is complete"
                                                       if summary.complete else "waiting for the other parts"))
     if args.format_version == 2 and summary.complete:
-
         worst = TeacherStore(args.out, verify="none", allow_incomplete=True).worst_error()
         print(f"worst quantisation error over the store: heatmaps {worst['heat_rel']:.5f} of their map's peak "
               f"(bound 1/255 = {1 / 255:.5f}), tags {worst['tag_abs']:.5f} (absolute)")
@@ -130,7 +127,6 @@ def run(args: argparse.Namespace) -> int:
               f"({summary.images_per_second:.2f} images/s; teacher forward {summary.forward_seconds:.1f} s) "
               f"teacher {cfg.name or args.teacher}, input {input_size}, device {device}, amp {args.amp or 'off'}")
     if args.verify and summary.complete:
-
         TeacherStore(args.out, verify="none").verify(checksum=True, finite=True)
         print(f"verified {args.out}: every shard matches its sha256, every map is finite")
     if args.random_init:

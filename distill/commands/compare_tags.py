@@ -51,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.dims:
-
         run_sweep(args.config, args.out, maps=args.maps, dims=args.dims, seeds=args.seeds,
                   overrides=[f"data.root={args.data}", *args.overrides],
                   val_split=args.split, limit=args.limit, decode=args.decode)

@@ -37,7 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     spec = parse_model_spec(args.model)
     model = load_model(spec, warn_random=False)
     size = args.input_size or int(getattr(getattr(model, "cfg", None), "input_size", None) or 512)

@@ -36,7 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     spec = parse_model_spec(args.model)
     images = list_images(args.input)
     model = load_model(spec, warn_random=False)

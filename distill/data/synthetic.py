@@ -767,7 +767,6 @@ def _check_args(seed: int, num_train: int, num_val: int, image_size: int) -> Non
 
 
 def _progress(total: int, enabled: bool) -> Any:
-
     # disable=None: tqdm shows the bar only on a terminal.
     return tqdm(total=total, desc="synth", unit="img", disable=None if (enabled and total > 8) else True)
 
@@ -827,7 +826,6 @@ def generate_dataset(out_dir: str | Path, seed: int = 0, num_train: int = DEFAUL
                 "categories": [_category()],
             }
             if keypoint_format == "crowdpose":
-
                 doc = coco_to_crowdpose(doc)
             ann_path = annotation_file(out, split)
             write_json_atomic(ann_path, doc)

@@ -51,7 +51,6 @@ class _CacheInputs(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, CacheFrame, int, int]:
-
         index = self.indices[i]
         image = self.dataset.load_image(index)
         h, w = image.shape[:2]
@@ -79,7 +78,6 @@ def estimate_store(model: torch.nn.Module, dataset: Any, *, input_size: int, dev
             outs = [o.float() for o in model(x[None].to(device))]
         halves = [o[0].to(torch.float16).cpu().numpy() for o in outs]
         if int(format_version) == 2:
-
             size = len(encode_image([h.astype(np.float32) for h in halves], heatmaps, tag_bits or 8)[0])
         else:
             size = sum(h.nbytes for h in halves)

@@ -24,8 +24,8 @@ from distill.teacher_cache.layout import (
 
 # Files whose code decides the stored values (hashed into the header's code version).
 _SOURCES = ("teachers/hrnet.py", "teachers/blocks.py", "distill/geometry.py", "distill/data/transforms.py",
-            "distill/teacher_cache/frame.py",
-            "distill/teacher_cache/writer.py", "distill/teacher_cache/build.py", "distill/cache_codec.py")
+            "distill/teacher_cache/frame.py", "distill/teacher_cache/writer.py", "distill/teacher_cache/build.py",
+            "distill/cache_codec.py")
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
@@ -58,7 +58,6 @@ def ids_sha256(ids: Sequence[Any]) -> str:
 
 
 def code_version() -> dict[str, Any]:
-
     repo = Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
     for rel in _SOURCES:
@@ -105,7 +104,6 @@ def make_header(*, teacher_cfg: Any, weights: Mapping[str, Any], input_size: int
         "code_version": code_version(),
     }
     if int(format_version) == 2:
-
         bits = int(tag_bits or TAG_BITS)
         header["dtype"] = "quantised"
         header["encoding"] = {

@@ -187,7 +187,6 @@ class TeacherStore:
         return out
 
     def _decode_blob(self, image_id: Any, e: Mapping[str, Any]) -> list[np.ndarray]:
-
         start, length = (int(v) for v in e["blob"])
         raw = self._array(e["shard"], 0)[start:start + length]
         try:
@@ -250,7 +249,6 @@ class TeacherStore:
         problems = []
         if teacher is not None:
             if isinstance(teacher, (str, os.PathLike)):
-
                 teacher = model_config("teacher", teacher)
             cfg = teacher.to_dict() if hasattr(teacher, "to_dict") else dict(teacher)
             stored = self.header["teacher"]["config"]
