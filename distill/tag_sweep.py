@@ -10,7 +10,10 @@ is refused. Every student is then scored on the val split (official test path, `
 
 Output (`OUT/`): `tag_sweep.md` (rows per T x D: tag channels T*D, AP mean ± std over seeds and per seed, AR,
 params, GMACs, network ms, grouping ms), `tag_sweep.json` (every number), `tag_sweep.png` (AP against tag
-channels, log x; error bars = std over seeds). Written atomically.
+channels, log x; error bars = std over seeds). With `teacher`, the teacher's own tags reduced to D channels
+(`distill.teacher_tag_pca`: as is = J channels, mean = 1, PCA 1 x D for each D of the sweep) are decoded on
+the same val images and drawn as a second series: what the teacher's tags are worth at each tag width,
+beside what a student trained with that width reaches. Written atomically.
 """
 from __future__ import annotations
 
@@ -24,12 +27,14 @@ from typing import Any, Callable, Sequence
 from distill.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from distill.bench import _timed_predictor_class, time_cpu_network
 from distill.codec.decode import decode_mode
+from distill.compare_tags import load_model_spec
 from distill.config import load_config
 from distill.data.coco import CocoKeypointDataset
 from distill.errors import AEDistillError, ensure_writable_dir
 from distill.flops import count_macs
 from distill.models import contract_of, load_model
 from distill.predict import evaluate_model
+from distill.teacher_tag_pca import teacher_reduction_rows
 from distill.train import train
 
 MAPS = {"per-joint": 0, "shared": 1}  # model.tag_maps: 0 = the config's per-joint maps (T = J), 1 = shared
@@ -100,8 +105,12 @@ def score_run(cfg: Any, val_split: str, limit: int | None, decode: str, repeats:
 def run_sweep(recipe: str | Path, out: str | Path, *, maps: Sequence[str] = ("per-joint", "shared"),
               dims: Sequence[int] = (1, 2, 4, 8), seeds: Sequence[int] = (0, 1, 2), overrides: Sequence[str] = (),
               val_split: str = "val2017", limit: int | None = None, decode: str = "official", repeats: int = 5,
+              teacher: str | None = None, fit_images: int = 64,
               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Train (or reuse) and score every run of the plan; returns the per-layout rows (see the module doc)."""
+    """Train (or reuse) and score every run of the plan; returns the per-layout rows (see the module doc).
+
+    `teacher`: a model spec (`CFG:WEIGHTS`) whose tag reductions join the report (official decoding,
+    the students' input size and val images; PCA fitted on `fit_images` training images)."""
 
     out = Path(out)
     ensure_writable_dir(out, "--out")
@@ -130,7 +139,16 @@ def run_sweep(recipe: str | Path, out: str | Path, *, maps: Sequence[str] = ("pe
                 "params_m": group[0]["params_m"], "gmacs": group[0]["gmacs"],
                 "net_ms": statistics.median(r["net_ms"] for r in group),
                 "group_ms": statistics.median(r["group_ms"] for r in group)})
-    write_report(rows, per_run, out, recipe=str(recipe), overrides=list(overrides), decode=decode)
+    teacher_rows: list[dict[str, Any]] = []
+    if teacher is not None:
+        log(f"teacher tag reductions: {teacher}")
+        teacher_rows, pca = teacher_reduction_rows(
+            load_model_spec(teacher, "teacher"), cfg.data.root, split=val_split, fit_split=cfg.data.train_split,
+            fit_images=fit_images, input_size=int(cfg.data.input_size), dims=dims, limit=limit)
+        teacher_rows = [{**r, "explained_variance_cumulative": float(pca.explained[:int(r["tag_channels"])].sum())}
+                        if r["row"].startswith("PCA") else r for r in teacher_rows]
+    write_report(rows, per_run, out, teacher_rows=teacher_rows, recipe=str(recipe), overrides=list(overrides),
+                 decode=decode, teacher=teacher)
     return rows
 
 
@@ -146,7 +164,13 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: Sequence[dict[str, Any]]) -> bytes:
+def format_teacher_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| teacher tags | tag channels | AP | AP50 | AR |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['row']} | {r['tag_channels']} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['AR']:.3f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[dict[str, Any]], teacher_rows: Sequence[dict[str, Any]] = ()) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -158,6 +182,15 @@ def plot(rows: Sequence[dict[str, Any]]) -> bytes:
         if sel:
             ax.errorbar([r["tag_channels"] for r in sel], [r["AP_mean"] for r in sel], yerr=[r["AP_std"] for r in sel],
                         marker=marker, capsize=3, label=f"{m} maps (T = {'J' if m == 'per-joint' else 1})")
+    pca = [r for r in teacher_rows if r["row"].startswith("PCA")]
+    if pca:
+        ax.plot([r["tag_channels"] for r in pca], [r["AP"] for r in pca], "^--", color="gray",
+                label="teacher, its tags reduced by PCA to 1 x D")
+    for r in teacher_rows:
+        if not r["row"].startswith("PCA") and r["row"] != "first (1 x 1)":
+            ax.scatter([r["tag_channels"]], [r["AP"]], marker="*", s=90, color="black", zorder=3)
+            ax.annotate(r["row"].replace(" (1 x 1)", ""), (r["tag_channels"], r["AP"]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("tag channels T·D (log)")
     ax.set_ylabel("AP (mean ± std over seeds)")
@@ -168,10 +201,14 @@ def plot(rows: Sequence[dict[str, Any]]) -> bytes:
     return buf.getvalue()
 
 
-def write_report(rows: Sequence[dict[str, Any]], per_run: Sequence[dict[str, Any]], out: Path, **meta: Any) -> None:
+def write_report(rows: Sequence[dict[str, Any]], per_run: Sequence[dict[str, Any]], out: Path,
+                 teacher_rows: Sequence[dict[str, Any]] = (), **meta: Any) -> None:
     table = format_table(rows)
+    if teacher_rows:
+        table += "\n\n" + format_teacher_table(teacher_rows)
     write_text_atomic(out / "tag_sweep.md", table + "\n")
-    write_json_atomic(out / "tag_sweep.json", {**meta, "rows": list(rows), "runs": list(per_run)})
-    write_bytes_atomic(out / "tag_sweep.png", plot(rows))
+    write_json_atomic(out / "tag_sweep.json", {**meta, "rows": list(rows), "teacher_rows": list(teacher_rows),
+                                               "runs": list(per_run)})
+    write_bytes_atomic(out / "tag_sweep.png", plot(rows, teacher_rows))
     print(table)
 

@@ -36,9 +36,37 @@ def test_tiny_sweep_writes_the_report_and_reuses_runs(make_synthetic_dataset, tm
     assert all(len(r["AP_per_seed"]) == 2 and r["AP_std"] >= 0 and r["group_ms"] > 0 for r in report["rows"])
     assert (out / "tag_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 1 (shared) | 2 | 2 |" in (out / "tag_sweep.md").read_text()
+    assert report["teacher_rows"] == []
     capsys.readouterr()
     assert cli_main(argv) == 0  # a rerun trains nothing
     assert capsys.readouterr().out.count("reusing") == 4
     # a finished run with other settings in the folder is refused, in one line
     assert cli_main([a if a != "optim.batch_size=2" else "optim.batch_size=1" for a in argv]) == 2
     assert "holds a finished run with other optim settings" in capsys.readouterr().err
+
+
+def test_sweep_with_a_teacher_adds_its_tag_reductions(make_synthetic_dataset, tmp_path: Path) -> None:
+    """The teacher's as-is, first, mean and PCA 1 x D rows join the report, scored on the students' val images."""
+    import torch
+
+    from teachers import build_teacher
+
+    root = make_synthetic_dataset(seed=1, num_train=3, num_val=2, image_size=128)
+    torch.manual_seed(0)
+    teacher = build_teacher("tiny")
+    weights = tmp_path / "tiny.pt"
+    torch.save(teacher.state_dict(), weights)
+    argv = ["compare-tags", "--data", str(root), "--dims", "2", "--maps", "shared", "--seeds", "0",
+            "--config", str(REPO / "configs/train/synth_step_s_gt.yaml"), "--out", str(tmp_path / "sweep"),
+            "--threads", "1", "--teacher", f"tiny:{weights}", "--fit-images", "3"]
+    for kv in ("data.input_size=64", "data.workers=0", "optim.batch_size=2", "optim.epochs=1", "train.max_steps=1",
+               "train.tensorboard=false", "train.threads=1"):
+        argv += ["--set", kv]
+    assert cli_main(argv) == 0
+    report = json.loads((tmp_path / "sweep" / "tag_sweep.json").read_text())
+    rows = {r["row"]: r for r in report["teacher_rows"]}
+    assert list(rows) == ["teacher as is (17 x 1)", "first (1 x 1)", "mean (1 x 1)", "PCA (1 x 2)"]
+    assert rows["teacher as is (17 x 1)"]["tag_channels"] == 17 and rows["PCA (1 x 2)"]["tag_channels"] == 2
+    assert 0 < rows["PCA (1 x 2)"]["explained_variance_cumulative"] <= 1 + 1e-9
+    assert all(-1 <= r["AP"] <= 1 for r in rows.values())
+    assert "| PCA (1 x 2) | 2 |" in (tmp_path / "sweep" / "tag_sweep.md").read_text()

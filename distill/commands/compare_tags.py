@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", choices=sorted(DECODE_MODES), default="official",
                         help="decoding of every row: official (default) or improved (docs/decoding.md)")
     sweep = parser.add_argument_group("tag-layout sweep (--dims): train students for every T x D at one budget "
-                                      "(distill/tag_sweep.py); --teacher is then not needed")
+                                      "(distill/tag_sweep.py); --teacher is then optional: its tags reduced to "
+                                      "D channels join the table and plot")
     sweep.add_argument("--dims", type=int, nargs="+", default=None, metavar="D", help="tag lengths D, e.g. 1 2 4 8")
     sweep.add_argument("--maps", nargs="+", default=["per-joint", "shared"], choices=["per-joint", "shared"],
                        help="tag maps T: per-joint (T = J) and/or shared (T = 1)")
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dims:
         run_sweep(args.config, args.out, maps=args.maps, dims=args.dims, seeds=args.seeds,
                   overrides=[f"data.root={args.data}", *args.overrides],
-                  val_split=args.split, limit=args.limit, decode=args.decode)
+                  val_split=args.split, limit=args.limit, decode=args.decode, teacher=args.teacher,
+                  fit_images=args.fit_images)
         print(f"written: {Path(args.out) / 'tag_sweep.md'}, tag_sweep.json, tag_sweep.png")
         return 0
     if not args.teacher:
