@@ -72,23 +72,53 @@ def run_config(recipe: Path, run: SweepRun, out: Path, overrides: Sequence[str])
                                 f"train.out={out / run.name}", "train.eval_every=0"])
 
 
+_COMPARED = ("model", "data", "loss", "optim", "teacher")
+_TAG_KEYS = ("tag_maps", "tag_dim")
+
+
 def _finished(cfg: Any) -> bool:
     folder = Path(cfg.train.out)
     if not (folder / "model.pt").is_file() or not (folder / "config.json").is_file():
         return False
     stored = json.loads((folder / "config.json").read_text())
     want = json.loads(json.dumps(cfg.to_dict()))
-    for section in ("model", "data", "loss", "optim", "teacher"):
+    for section in _COMPARED:
         if stored.get(section) != want.get(section):
             raise SweepError(f"{folder}: holds a finished run with other {section} settings than this sweep's; "
                              "use another --out or delete the folder")
     return True
 
 
-def score_run(cfg: Any, val_split: str, limit: int | None, decode: str, repeats: int) -> dict[str, Any]:
-    """AP/AR on the val split, params, GMACs, network and grouping ms of one trained student."""
+def _without_tag_layout(model: dict[str, Any]) -> dict[str, Any]:
+    overrides = {k: v for k, v in (model.get("overrides") or {}).items() if k not in ("tag_per_joint", "tag_dim")}
+    return {**{k: v for k, v in model.items() if k not in _TAG_KEYS}, "overrides": overrides}
 
-    model = load_model(f"student:{cfg.model.name}:{Path(cfg.train.out) / 'model.pt'}").eval()
+
+def same_run(folder: Path, cfg: Any, run: SweepRun) -> bool:
+    """Is the finished run in `folder` (trained elsewhere, e.g. by `distill train`) this planned run?
+
+    Its recorded config must equal the planned one in every compared section and the seed; the tag layout
+    is compared as built (the model's contract), not as spelled, so a per-joint 1-D recipe run without tag
+    overrides is the sweep's `per-joint_d1` run."""
+    if not (folder / "model.pt").is_file() or not (folder / "config.json").is_file():
+        return False
+    stored = json.loads((folder / "config.json").read_text())
+    want = json.loads(json.dumps(cfg.to_dict()))
+    if stored.get("train", {}).get("seed") != run.seed:
+        return False
+    if any(stored.get(s) != want.get(s) for s in _COMPARED if s != "model"):
+        return False
+    if _without_tag_layout(stored.get("model", {})) != _without_tag_layout(want["model"]):
+        return False
+    lay = contract_of(load_model(f"student:{cfg.model.name}:{folder / 'model.pt'}"))
+    return (lay.tag_maps == 1) == (run.maps == "shared") and lay.tag_dim == run.tag_dim
+
+
+def score_run(cfg: Any, folder: Path, val_split: str, limit: int | None, decode: str, repeats: int
+              ) -> dict[str, Any]:
+    """AP/AR on the val split, params, GMACs, network and grouping ms of the student trained in `folder`."""
+
+    model = load_model(f"student:{cfg.model.name}:{folder / 'model.pt'}").eval()
     size = int(cfg.data.input_size)
     ds = CocoKeypointDataset(cfg.data.root, val_split, augment=False, remove_images_without_annotations=False)
     predictor = _timed_predictor_class()(model, ds.spec, input_size=size, **decode_mode(decode))
@@ -105,12 +135,14 @@ def score_run(cfg: Any, val_split: str, limit: int | None, decode: str, repeats:
 def run_sweep(recipe: str | Path, out: str | Path, *, maps: Sequence[str] = ("per-joint", "shared"),
               dims: Sequence[int] = (1, 2, 4, 8), seeds: Sequence[int] = (0, 1, 2), overrides: Sequence[str] = (),
               val_split: str = "val2017", limit: int | None = None, decode: str = "official", repeats: int = 5,
-              teacher: str | None = None, fit_images: int = 64,
+              teacher: str | None = None, fit_images: int = 64, adopt: Sequence[str | Path] = (),
               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train (or reuse) and score every run of the plan; returns the per-layout rows (see the module doc).
 
     `teacher`: a model spec (`CFG:WEIGHTS`) whose tag reductions join the report (official decoding,
-    the students' input size and val images; PCA fitted on `fit_images` training images)."""
+    the students' input size and val images; PCA fitted on `fit_images` training images). `adopt`: folders
+    of finished runs trained elsewhere; one that is a planned run (`same_run`) is scored in place of
+    training it (the report names the folder)."""
 
     out = Path(out)
     ensure_writable_dir(out, "--out")
@@ -121,12 +153,18 @@ def run_sweep(recipe: str | Path, out: str | Path, *, maps: Sequence[str] = ("pe
         if cfg.loss.tag_kd_weight > 0 and run.tag_dim > 1:
             raise SweepError(f"{recipe}: loss.tag_kd_weight > 0 is defined for 1-D tags only; set it to 0 for a "
                              "tag-length sweep")
-        if _finished(cfg):
-            log(f"[{k}/{len(runs)}] {run.name}: reusing {cfg.train.out}")
+        folder = Path(cfg.train.out)
+        adopted = None if _finished(cfg) else next((Path(a) for a in adopt if same_run(Path(a), cfg, run)), None)
+        if adopted is not None:
+            folder = adopted
+            log(f"[{k}/{len(runs)}] {run.name}: adopting {folder}")
+        elif _finished(cfg):
+            log(f"[{k}/{len(runs)}] {run.name}: reusing {folder}")
         else:
-            log(f"[{k}/{len(runs)}] {run.name}: training {cfg.train.out}")
+            log(f"[{k}/{len(runs)}] {run.name}: training {folder}")
             train(cfg)
-        per_run.append({**asdict(run), "run": run.name, **score_run(cfg, val_split, limit, decode, repeats)})
+        per_run.append({**asdict(run), "run": run.name, "folder": str(folder),
+                        **score_run(cfg, folder, val_split, limit, decode, repeats)})
     rows = []
     for m in maps:
         for d in dims:

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="the training recipe of every run (a run config)")
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="config overrides applied to every run (e.g. optim.epochs=10)")
+    sweep.add_argument("--adopt", nargs="+", type=Path, default=[], metavar="RUN_DIR",
+                       help="finished runs trained elsewhere (e.g. by distill train) to use for the planned runs they "
+                            "equal (same recipe settings, seed and built tag layout) instead of training those")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         run_sweep(args.config, args.out, maps=args.maps, dims=args.dims, seeds=args.seeds,
                   overrides=[f"data.root={args.data}", *args.overrides],
                   val_split=args.split, limit=args.limit, decode=args.decode, teacher=args.teacher,
-                  fit_images=args.fit_images)
+                  fit_images=args.fit_images, adopt=args.adopt)
         print(f"written: {Path(args.out) / 'tag_sweep.md'}, tag_sweep.json, tag_sweep.png")
         return 0
     if not args.teacher:
