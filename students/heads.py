@@ -22,9 +22,39 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.inference import OutputLayout
+from students.config import StudentConfigError
 from teachers.blocks import BN_MOMENTUM, BasicBlock
 
-__all__ = ["AEHead", "ConvBNReLU", "TopDownFusion", "init_student_weights"]
+__all__ = ["AEHead", "AEHeadFields", "AEHeadNet", "ConvBNReLU", "TopDownFusion", "init_student_weights"]
+
+
+class AEHeadFields:
+    """The head fields every fused student config has (`neck_channels`, `deconv_channels`, `deconv_blocks`,
+    `num_joints`, `tag_per_joint`, `tag_dim`): one range check and one T for the step and timm families."""
+
+    neck_channels: int
+    deconv_channels: int
+    deconv_blocks: int
+    num_joints: int
+    tag_per_joint: bool
+    tag_dim: int
+
+    def check_head_fields(self, **more_positive: int) -> None:
+        """Refuse non-positive widths / J / D (and `more_positive`) and a negative block count, by field name."""
+        positive = {"neck_channels": self.neck_channels, "deconv_channels": self.deconv_channels,
+                    "num_joints": self.num_joints, **more_positive}
+        for key, value in positive.items():
+            if value < 1:
+                raise StudentConfigError(f"field '{key}' must be >= 1, got {value}")
+        if self.deconv_blocks < 0:
+            raise StudentConfigError(f"field 'deconv_blocks' must be >= 0, got {self.deconv_blocks}")
+        if self.tag_dim < 1:
+            raise StudentConfigError(f"field 'tag_dim' (channels per tag map) must be >= 1, got {self.tag_dim}")
+
+    @property
+    def tag_maps(self) -> int:
+        """T: J per-joint tag maps, or one shared map."""
+        return self.num_joints if self.tag_per_joint else 1
 
 
 class ConvBNReLU(nn.Sequential):
@@ -106,6 +136,17 @@ class AEHead(nn.Module):
         y = self.final_layers[0](x)
         z = self.deconv_layers[0](torch.cat((x, y), dim=1))
         return [y, self.final_layers[1](z)]
+
+
+class AEHeadNet(nn.Module):
+    """A student whose outputs come from `self.head` (an AEHead): its output contract is the head's."""
+
+    head: AEHead
+
+    @property
+    def output_layout(self) -> OutputLayout:
+        """The output contract (see `distill.inference.OutputLayout`): the AE head's."""
+        return self.head.output_layout
 
 
 def init_student_weights(module: nn.Module, head: AEHead | None = None) -> None:

@@ -39,9 +39,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from distill.inference import OutputLayout
 from students.config import StudentConfigError
-from students.heads import AEHead, ConvBNReLU, TopDownFusion, init_student_weights
+from students.heads import AEHead, AEHeadFields, AEHeadNet, ConvBNReLU, TopDownFusion, init_student_weights
 from teachers.blocks import BN_MOMENTUM
 
 __all__ = ["RSB", "StepPoseNet", "StepStudentConfig", "branch_width", "build_step_student"]
@@ -98,7 +97,7 @@ class RSB(nn.Module):
 
 
 @dataclass(frozen=True)
-class StepStudentConfig:
+class StepStudentConfig(AEHeadFields):
     """A step student (family 'step'); see the module docstring for the layout."""
 
     stem_channels: int
@@ -124,35 +123,17 @@ class StepStudentConfig:
             raise StudentConfigError(
                 f"stage_blocks {list(self.stage_blocks)} needs one entry per stage "
                 f"(stage_channels has {len(self.stage_channels)})")
-        positive = {"stem_channels": self.stem_channels, "neck_channels": self.neck_channels,
-                    "deconv_channels": self.deconv_channels, "num_joints": self.num_joints}
-        for key, value in positive.items():
-            if value < 1:
-                raise StudentConfigError(f"field '{key}' must be >= 1, got {value}")
+        self.check_head_fields(stem_channels=self.stem_channels)
         if any(c < 1 for c in self.stage_channels) or any(b < 1 for b in self.stage_blocks):
             raise StudentConfigError("stage_channels and stage_blocks must be positive")
-        if self.deconv_blocks < 0:
-            raise StudentConfigError(f"field 'deconv_blocks' must be >= 0, got {self.deconv_blocks}")
-        if self.tag_dim < 1:
-            raise StudentConfigError(f"field 'tag_dim' (channels per tag map) must be >= 1, got {self.tag_dim}")
 
     @property
     def family(self) -> str:
         return "step"
 
-    @property
-    def tag_maps(self) -> int:
-        """T: J per-joint tag maps, or one shared map."""
-        return self.num_joints if self.tag_per_joint else 1
 
-
-class StepPoseNet(nn.Module):
+class StepPoseNet(AEHeadNet):
     """Bottom-up AE network of RSB stages; forward(x) -> [(B, J+T, H/4, W/4), (B, J, H/2, W/2)]."""
-
-    @property
-    def output_layout(self) -> OutputLayout:
-        """The output contract (see `distill.inference.OutputLayout`): the AE head's."""
-        return self.head.output_layout
 
     def __init__(self, cfg: StepStudentConfig) -> None:
         super().__init__()

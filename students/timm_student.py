@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
-from distill.inference import OutputLayout
 from students.config import StudentConfigError
-from students.heads import AEHead, TopDownFusion, init_student_weights
+from students.heads import AEHead, AEHeadFields, AEHeadNet, TopDownFusion, init_student_weights
 
 __all__ = ["TimmPoseNet", "TimmStudentConfig", "build_timm_student"]
 
@@ -30,7 +28,7 @@ _RESERVED_KWARGS = ("pretrained", "features_only", "out_indices", "pretrained_cf
 
 
 @dataclass(frozen=True)
-class TimmStudentConfig:
+class TimmStudentConfig(AEHeadFields):
     """A timm-backbone student (family 'timm')."""
 
     backbone: str                                  # a timm model name, e.g. mobilenetv3_large_100
@@ -61,31 +59,15 @@ class TimmStudentConfig:
             raise StudentConfigError(
                 f"field 'backbone_kwargs' must not set {', '.join(map(repr, bad))} "
                 "(students always use features_only=True, pretrained=False and the out_indices field)")
-        for key in ("neck_channels", "deconv_channels", "num_joints"):
-            if getattr(self, key) < 1:
-                raise StudentConfigError(f"field '{key}' must be >= 1, got {getattr(self, key)}")
-        if self.deconv_blocks < 0:
-            raise StudentConfigError(f"field 'deconv_blocks' must be >= 0, got {self.deconv_blocks}")
-        if self.tag_dim < 1:
-            raise StudentConfigError(f"field 'tag_dim' (channels per tag map) must be >= 1, got {self.tag_dim}")
+        self.check_head_fields()
 
     @property
     def family(self) -> str:
         return "timm"
 
-    @property
-    def tag_maps(self) -> int:
-        """T: J per-joint tag maps, or one shared map."""
-        return self.num_joints if self.tag_per_joint else 1
 
-
-class TimmPoseNet(nn.Module):
+class TimmPoseNet(AEHeadNet):
     """timm features -> 1/4 fusion -> AE heads; forward(x) -> [(B, J+T, H/4, W/4), (B, J, H/2, W/2)]."""
-
-    @property
-    def output_layout(self) -> OutputLayout:
-        """The output contract (see `distill.inference.OutputLayout`): the AE head's."""
-        return self.head.output_layout
 
     def __init__(self, cfg: TimmStudentConfig) -> None:
         super().__init__()
