@@ -7,7 +7,9 @@ missing and an interrupted training resumes from its checkpoint:
  2. teacher   the small HigherHRNet shipped with the project (teachers/pretrained/, float16, hash-checked),
               loaded frozen as a user loads official weights; `--train-teacher` trains one from scratch;
  3. cache     the teacher's outputs on the train split (float16 store, warped per augmentation);
- 4. students  a 17-tag and a 1-tag step student distilled from the cache with one budget;
+ 4. students  a 17-tag and a 1-tag step student distilled from the cache with one budget; on a CPU with
+              two or more cores they train side by side, one process each with half the cores (two
+              1-thread runs do ~1.4x the images per second of one 2-thread run: scripts/bench_demo_parallel.py);
  5. bench     AP, params, GMACs, latency of all three -> results.md/csv, flops_vs_ap.png, overlays;
  6. tags      teacher 17 tag maps vs one reduced map (first/mean/pca), students 17 vs 1 tag.
 
@@ -17,8 +19,10 @@ defaults are sized for 15 minutes on a 2-core CPU; a GPU is used when present.
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +35,7 @@ from distill.config import RunConfig, TeacherSection, load_config
 from distill.data.coco import CocoKeypointDataset
 from distill.data.synthetic import ensure_dataset
 from distill.models import build_model, load_weights, model_config
+from distill.progress import set_bars
 from distill.registry import configs_root
 from distill.teacher_cache import build_store, weights_identity
 from distill.train import MODEL_FILE, train
@@ -57,6 +62,8 @@ class DemoSettings:
     device: str = "auto"
     # False: load the shipped pretrained teacher; True: train one from scratch (teacher_epochs).
     train_teacher: bool = False
+    # Students side by side (one process each, the cores split between them): None = on a CPU with >= 2 cores.
+    parallel_students: bool | None = None
 
 
 # The recipes are the config files' (loss, optimiser, schedule, model init); the demo sets only paths,
@@ -66,17 +73,35 @@ TEACHER_RECIPE = CONFIGS / "synth_teacher.yaml"
 STUDENT_RECIPES = {"step_s": CONFIGS / "synth_step_s_kd.yaml", "step_s_1tag": CONFIGS / "synth_step_s_1tag_kd.yaml"}
 
 
-def _run_config(s: DemoSettings, name: str, recipe: Path, epochs: int, teacher: TeacherSection | None = None
-                ) -> RunConfig:
+def _overrides(s: DemoSettings, name: str, epochs: int, teacher: TeacherSection | None = None,
+               threads: int = 0, workers: int | None = None) -> list[str]:
     out = Path(s.out)
-    over = [f"data.root={out / 'data'}", f"data.input_size={s.input_size}", f"data.workers={s.workers}",
+    over = [f"data.root={out / 'data'}", f"data.input_size={s.input_size}",
+            f"data.workers={s.workers if workers is None else workers}",
             f"optim.epochs={epochs}", f"optim.batch_size={s.batch_size}", f"train.out={out / name}",
             f"train.seed={s.seed}", f"train.device={s.device}", "train.eval_every=0", "train.ckpt_every=50",
             "train.tensorboard=true"]
+    if threads:
+        over.append(f"train.threads={threads}")
     if teacher is not None:
         over += [f"teacher.name={teacher.name}", f"teacher.weights={teacher.weights}", f"teacher.mode={teacher.mode}",
                  f"teacher.store={teacher.store}"]
-    return load_config(recipe, over)
+    return over
+
+
+def _run_config(s: DemoSettings, name: str, recipe: Path, epochs: int, teacher: TeacherSection | None = None
+                ) -> RunConfig:
+    return load_config(recipe, _overrides(s, name, epochs, teacher))
+
+
+def _train_job(recipe: str, overrides: list[str]) -> None:
+    """One student's training in a process of its own (top level: it is pickled to a spawned process)."""
+    set_bars(False)
+    train(load_config(recipe, overrides))
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class Stages:
@@ -86,27 +111,79 @@ class Stages:
         self.dir = out / "stages"
         self.settings = {**asdict(settings), **identity}  # e.g. the shipped teacher's sha256
         self.walls: dict[str, float] = {}
+        self.groups: dict[str, str] = {}  # stage -> the name of the group it ran in side by side
 
-    def run(self, name: str, fn: Callable[[], Any]) -> None:
+    def done(self, name: str) -> bool:
+        """Finished with these settings (its wall time recorded); raises if made with other settings."""
         marker = self.dir / f"{name}.json"
-        if marker.exists():
-            done = json.loads(marker.read_text())
-            if done.get("settings") == self.settings:
-                self.walls[name] = float(done["seconds"])
-                print(f"== {name}: reused ({done['seconds']:.0f} s when it ran)", flush=True)
-                return
+        if not marker.exists():
+            return False
+        done = json.loads(marker.read_text())
+        if done.get("settings") != self.settings:
             raise SystemExit(f"{marker}: this demo folder was made with other settings; use another --out "
                              "or delete the folder")
+        self.walls[name] = float(done["seconds"])
+        if done.get("group"):
+            self.groups[name] = done["group"]
+        print(f"== {name}: reused ({done['seconds']:.0f} s when it ran)", flush=True)
+        return True
+
+    def _finish(self, name: str, seconds: float, group: str | None = None) -> None:
+        self.walls[name] = seconds
+        if group:
+            self.groups[name] = group
+        write_json_atomic(self.dir / f"{name}.json", {"seconds": seconds, "settings": self.settings,
+                                                      **({"group": group} if group else {})}, indent=2)
+        print(f"== {name}: {seconds:.0f} s", flush=True)
+
+    def run(self, name: str, fn: Callable[[], Any]) -> None:
+        if self.done(name):
+            return
         print(f"== {name}", flush=True)
         t0 = time.perf_counter()
         fn()
-        seconds = time.perf_counter() - t0
-        self.walls[name] = seconds
-        write_json_atomic(marker, {"seconds": seconds, "settings": self.settings}, indent=2)
-        print(f"== {name}: {seconds:.0f} s", flush=True)
+        self._finish(name, time.perf_counter() - t0)
+
+    def run_side_by_side(self, group: str, jobs: dict[str, tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
+        """Run the unfinished `jobs` (stage -> picklable function and its arguments) at once, one spawned
+        process each; each stage is marked finished as soon as its own process ends."""
+        todo = {name: job for name, job in jobs.items() if not self.done(name)}
+        if not todo:
+            return
+        print(f"== {', '.join(todo)} (side by side)", flush=True)
+        t0 = time.perf_counter()
+        ctx = get_context("spawn")
+        procs = {name: ctx.Process(target=fn, args=args, name=name) for name, (fn, args) in todo.items()}
+        for p in procs.values():
+            p.start()
+        try:
+            while procs:
+                for name, p in list(procs.items()):
+                    if p.exitcode is None:
+                        continue
+                    del procs[name]
+                    if p.exitcode != 0:
+                        raise SystemExit(f"demo stage {name} failed (exit code {p.exitcode}; its error is printed "
+                                         "above); rerun to resume it from its last checkpoint")
+                    self._finish(name, time.perf_counter() - t0, group)
+                time.sleep(0.2)
+        finally:
+            for p in procs.values():  # the others, when one failed or the demo was interrupted
+                p.terminate()
+                p.join()
+
+    def total_seconds(self) -> float:
+        """Wall time of the whole demo: stages that ran side by side count once, as their longest."""
+        alone = sum(v for k, v in self.walls.items() if k not in self.groups)
+        groups: dict[str, float] = {}
+        for k, g in self.groups.items():
+            groups[g] = max(groups.get(g, 0.0), self.walls[k])
+        return alone + sum(groups.values())
 
 
 def run_demo(s: DemoSettings) -> Path:
+    if s.parallel_students is None:
+        s = replace(s, parallel_students=_device(s) == "cpu" and _cores() >= 2)
     out = Path(s.out)
     report = out / "report"
     shipped = None
@@ -128,13 +205,19 @@ def run_demo(s: DemoSettings) -> Path:
               f"AP {shipped.record['headline']['AP']:.3f} on {shipped.record['headline']['split']})", flush=True)
     stages.run("cache", lambda: _cache_teacher(s, teacher_weights, cache))
     teacher_section = TeacherSection(name=TEACHER, weights=str(teacher_weights), mode="cached", store=str(cache))
-    for student in STUDENTS:
-        stages.run(f"student_{student}", lambda student=student: train(_run_config(
-            s, student, STUDENT_RECIPES[student], s.student_epochs, teacher_section)))
+    if s.parallel_students:
+        threads = max(1, _cores() // len(STUDENTS))
+        workers = min(s.workers, 1)  # one loader process per student: both mains and loaders share the cores
+        stages.run_side_by_side("students", {f"student_{st}": (_train_job, (str(STUDENT_RECIPES[st]), _overrides(
+            s, st, s.student_epochs, teacher_section, threads=threads, workers=workers))) for st in STUDENTS})
+    else:
+        for student in STUDENTS:
+            stages.run(f"student_{student}", lambda student=student: train(_run_config(
+                s, student, STUDENT_RECIPES[student], s.student_epochs, teacher_section)))
     stages.run("bench", lambda: _bench(s, teacher_weights, report))
     stages.run("tags", lambda: _compare_tags(s, teacher_weights, report))
 
-    summary = _summary(out, report, stages.walls)
+    summary = _summary(out, report, stages)
     print(summary)
     print(f"\nReport: {report.resolve()}")
     return report
@@ -176,14 +259,16 @@ def _compare_tags(s: DemoSettings, teacher_weights: Path, report: Path) -> None:
                  out=report, device=_device(s))
 
 
-def _summary(out: Path, report: Path, walls: dict[str, float]) -> str:
+def _summary(out: Path, report: Path, stages: Stages) -> str:
     parts = ["# aedistill demo (synthetic dataset)", ""]
     for name in ("results.md", "compare_tags.md"):
         path = report / name
         if path.exists():
             parts += [path.read_text().strip(), ""]
-    parts.append("Stage wall times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items())
-                 + f"; total {sum(walls.values()) / 60:.1f} min")
+    side = " (side by side)"
+    parts.append("Stage wall times: " + ", ".join(f"{k} {v / 60:.1f} min{side if k in stages.groups else ''}"
+                                                 for k, v in stages.walls.items())
+                 + f"; total {stages.total_seconds() / 60:.1f} min")
     text = "\n".join(parts)
     write_text_atomic(report / "demo.md", text + "\n")
     return text

@@ -3,15 +3,18 @@ reuses the finished stages instead of redoing them."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import pytest
 
-from distill.demo import DemoSettings, run_demo
+from distill.demo import DemoSettings, Stages, run_demo
 
 
 def test_demo_runs_every_stage_and_reuses_them(tmp_path: Path) -> None:
     s = DemoSettings(out=str(tmp_path / "demo"), train_images=8, val_images=2, image_size=128, input_size=128,
-                     teacher_epochs=1, student_epochs=1, batch_size=4, workers=0, device="cpu", train_teacher=True)
+                     teacher_epochs=1, student_epochs=1, batch_size=4, workers=0, device="cpu", train_teacher=True,
+                     parallel_students=True)
     report = run_demo(s)
     for name in ("results.md", "results.csv", "flops_vs_ap.png", "compare_tags.md", "demo.md"):
         assert (report / name).exists(), name
@@ -22,3 +25,37 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path: Path) -> None:
     run_demo(s)  # everything reused
     assert marker.stat().st_mtime_ns == before
     assert json.loads(marker.read_text())["settings"]["teacher_epochs"] == 1
+    student = json.loads((tmp_path / "demo" / "stages" / "student_step_s.json").read_text())
+    assert student["group"] == "students" and student["settings"]["parallel_students"] is True
+    assert "(side by side)" in (report / "demo.md").read_text()
+
+
+def _sleep_then_touch(path: str, seconds: float) -> None:
+    time.sleep(seconds)
+    Path(path).write_text("done")
+
+
+def _fail() -> None:
+    raise ValueError("this job fails")
+
+
+def test_side_by_side_stages_mark_each_and_count_once(tmp_path: Path) -> None:
+    stages = Stages(tmp_path, DemoSettings(out=str(tmp_path)))
+    stages.run("alone", lambda: time.sleep(0.05))
+    stages.run_side_by_side("pair", {"a": (_sleep_then_touch, (str(tmp_path / "a"), 0.1)),
+                                     "b": (_sleep_then_touch, (str(tmp_path / "b"), 4.0))})
+    assert (tmp_path / "a").exists() and (tmp_path / "b").exists()
+    assert stages.walls["a"] < stages.walls["b"]  # each marked when its own process ended
+    assert stages.total_seconds() == pytest.approx(stages.walls["alone"] + stages.walls["b"])
+    again = Stages(tmp_path, DemoSettings(out=str(tmp_path)))
+    again.run_side_by_side("pair", {"a": (_fail, ()), "b": (_fail, ())})  # both reused, nothing runs
+    assert again.groups == {"a": "pair", "b": "pair"}
+
+
+def test_a_failing_side_by_side_job_names_its_stage_and_stops_the_others(tmp_path: Path) -> None:
+    stages = Stages(tmp_path, DemoSettings(out=str(tmp_path)))
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit, match="demo stage bad failed"):
+        stages.run_side_by_side("pair", {"bad": (_fail, ()), "slow": (_sleep_then_touch, (str(tmp_path / "s"), 60))})
+    assert time.perf_counter() - t0 < 30 and not (tmp_path / "s").exists()
+    assert not (tmp_path / "stages" / "bad.json").exists() and not (tmp_path / "stages" / "slow.json").exists()
