@@ -9,7 +9,7 @@ missing and an interrupted training resumes from its checkpoint:
  3. cache     the teacher's outputs on the train split (float16 store, warped per augmentation);
  4. students  a 17-tag and a 1-tag step student distilled from the cache with one budget; on a CPU with
               two or more cores they train side by side, one process each with half the cores (two
-              1-thread runs do ~1.4x the images per second of one 2-thread run: scripts/bench_demo_parallel.py);
+              1-thread runs do 1.54x the images per second of one 2-thread run: scripts/bench_demo_parallel.py);
  5. bench     AP, params, GMACs, latency of all three -> results.md/csv, flops_vs_ap.png, overlays;
  6. tags      teacher 17 tag maps vs one reduced map (first/mean/pca), students 17 vs 1 tag.
 
@@ -56,7 +56,9 @@ class DemoSettings:
     image_size: int = 256
     input_size: int = 256
     teacher_epochs: int = 14
-    student_epochs: int = 8  # 480 steps per student: what fits the 15-minute budget next to the bench
+    # 840 steps per student: side by side (~12 images/s each on 2 cores) this fits the 15-minute budget next
+    # to the bench; one after the other it would take ~1.5x as long (scripts/bench_demo_parallel.py: 1.54x).
+    student_epochs: int = 14
     batch_size: int = 8
     workers: int = 2
     device: str = "auto"
