@@ -22,12 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--train-teacher", action="store_true",
                         help="train the teacher from scratch instead of loading the shipped one")
+    parser.add_argument("--sequential-students", action="store_true",
+                        help="train the students one after the other with all cores (default on a CPU with >= 2 "
+                             "cores: side by side, one process each)")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(out=args.out, device=args.device, teacher_epochs=args.teacher_epochs,
                             student_epochs=args.student_epochs, train_images=args.train_images,
-                            val_images=args.val_images, seed=args.seed, train_teacher=args.train_teacher)
+                            val_images=args.val_images, seed=args.seed, train_teacher=args.train_teacher,
+                            parallel_students=False if args.sequential_students else None)
     ensure_writable_dir(settings.out, "--out")
     t0 = time.perf_counter()
     run_demo(settings)
