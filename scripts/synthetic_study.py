@@ -262,6 +262,7 @@ def _table(teachers: list[tuple[str, dict[str, float], float | str]], walls: dic
            results: dict[str, list[tuple[int, dict[str, float], float | str, dict[str, Any]]]]) -> str:
     import torch
 
+    from distill.config import ModelSection
     from distill.flops import count_macs
     from students import build_student
     from teachers import build_teacher
@@ -281,7 +282,8 @@ def _table(teachers: list[tuple[str, dict[str, float], float | str]], walls: dic
         losses = {describe_loss(c) for *_, c in entries}
         if len(losses) > 1:
             raise SystemExit(f"{label}: the seeds were run with different losses: {sorted(losses)}")
-        p, g = cost(build_student(entries[0][3]["model"]["name"]))
+        section = ModelSection(**entries[0][3]["model"])  # the recorded model, tag layout overrides included
+        p, g = cost(build_student(section.name, **section.model_overrides()))
         aps = [s["AP"] for _, s, _, _ in entries]
         ap50 = statistics.mean(s["AP50"] for _, s, _, _ in entries)
         seeds = ",".join(str(seed) for seed, *_ in entries)
