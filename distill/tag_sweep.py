@@ -76,11 +76,18 @@ _COMPARED = ("model", "data", "loss", "optim", "teacher")
 _TAG_KEYS = ("tag_maps", "tag_dim")
 
 
+def _recorded(folder: Path) -> dict[str, Any] | None:
+    """The resolved config a finished run recorded, or None when the folder holds no finished run."""
+    if not (folder / "model.pt").is_file() or not (folder / "config.json").is_file():
+        return None
+    return json.loads((folder / "config.json").read_text())
+
+
 def _finished(cfg: Any) -> bool:
     folder = Path(cfg.train.out)
-    if not (folder / "model.pt").is_file() or not (folder / "config.json").is_file():
+    stored = _recorded(folder)
+    if stored is None:
         return False
-    stored = json.loads((folder / "config.json").read_text())
     want = json.loads(json.dumps(cfg.to_dict()))
     for section in _COMPARED:
         if stored.get(section) != want.get(section):
@@ -100,9 +107,9 @@ def same_run(folder: Path, cfg: Any, run: SweepRun) -> bool:
     Its recorded config must equal the planned one in every compared section and the seed; the tag layout
     is compared as built (the model's contract), not as spelled, so a per-joint 1-D recipe run without tag
     overrides is the sweep's `per-joint_d1` run."""
-    if not (folder / "model.pt").is_file() or not (folder / "config.json").is_file():
+    stored = _recorded(folder)
+    if stored is None:
         return False
-    stored = json.loads((folder / "config.json").read_text())
     want = json.loads(json.dumps(cfg.to_dict()))
     if stored.get("train", {}).get("seed") != run.seed:
         return False
@@ -154,11 +161,12 @@ def run_sweep(recipe: str | Path, out: str | Path, *, maps: Sequence[str] = ("pe
             raise SweepError(f"{recipe}: loss.tag_kd_weight > 0 is defined for 1-D tags only; set it to 0 for a "
                              "tag-length sweep")
         folder = Path(cfg.train.out)
-        adopted = None if _finished(cfg) else next((Path(a) for a in adopt if same_run(Path(a), cfg, run)), None)
+        finished = _finished(cfg)
+        adopted = None if finished else next((Path(a) for a in adopt if same_run(Path(a), cfg, run)), None)
         if adopted is not None:
             folder = adopted
             log(f"[{k}/{len(runs)}] {run.name}: adopting {folder}")
-        elif _finished(cfg):
+        elif finished:
             log(f"[{k}/{len(runs)}] {run.name}: reusing {folder}")
         else:
             log(f"[{k}/{len(runs)}] {run.name}: training {folder}")
