@@ -76,6 +76,14 @@ _COMPARED = ("model", "data", "loss", "optim", "teacher")
 _TAG_KEYS = ("tag_maps", "tag_dim")
 
 
+def check_tag_kd(cfg: Any, run: SweepRun, recipe: str | Path) -> None:
+    """Tag KD for D > 1 must be relational: a 1-D teacher and a D-dim student share distances, not tag values."""
+    if cfg.loss.tag_kd_weight > 0 and run.tag_dim > 1 and cfg.loss.tag_kd_type != "relational":
+        raise SweepError(f"{recipe}: loss.tag_kd_type {cfg.loss.tag_kd_type!r} compares tag values, which a 1-D "
+                         f"teacher and a D = {run.tag_dim} student do not share; use loss.tag_kd_type=relational "
+                         "(distances) or loss.tag_kd_weight=0 for a tag-length sweep")
+
+
 def _recorded(folder: Path) -> dict[str, Any] | None:
     """The resolved config a finished run recorded, or None when the folder holds no finished run."""
     if not (folder / "model.pt").is_file() or not (folder / "config.json").is_file():
@@ -157,9 +165,7 @@ def run_sweep(recipe: str | Path, out: str | Path, *, maps: Sequence[str] = ("pe
     per_run = []
     for k, run in enumerate(runs, 1):
         cfg = run_config(Path(recipe), run, out, overrides)
-        if cfg.loss.tag_kd_weight > 0 and run.tag_dim > 1:
-            raise SweepError(f"{recipe}: loss.tag_kd_weight > 0 is defined for 1-D tags only; set it to 0 for a "
-                             "tag-length sweep")
+        check_tag_kd(cfg, run, recipe)
         folder = Path(cfg.train.out)
         finished = _finished(cfg)
         adopted = None if finished else next((Path(a) for a in adopt if same_run(Path(a), cfg, run)), None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main as cli_main
-from distill.tag_sweep import SweepError, plan
+from distill.tag_sweep import SweepError, check_tag_kd, plan, run_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,6 +19,19 @@ def test_plan_and_bad_plans() -> None:
         plan(["both"], [1], [0])
     with pytest.raises(SweepError, match="--dims"):
         plan(["shared"], [0], [0])
+
+
+def test_tag_kd_in_d_dimensions_must_be_relational(tmp_path: Path) -> None:
+    recipe = REPO / "configs/train/synth_step_s_kd.yaml"
+    run_d4 = plan(["shared"], [4], [0])[0]
+    absolute = run_config(recipe, run_d4, tmp_path, ["loss.tag_kd_weight=1e-2", "loss.tag_kd_type=absolute"])
+    with pytest.raises(SweepError, match="relational"):
+        check_tag_kd(absolute, run_d4, recipe)
+    check_tag_kd(run_config(recipe, run_d4, tmp_path, ["loss.tag_kd_weight=1e-2", "loss.tag_kd_type=relational"]),
+                 run_d4, recipe)
+    run_d1 = plan(["shared"], [1], [0])[0]  # 1-D tags share values with the (reduced) teacher: absolute allowed
+    check_tag_kd(run_config(recipe, run_d1, tmp_path, ["loss.tag_kd_weight=1e-2", "loss.tag_kd_type=absolute"]),
+                 run_d1, recipe)
 
 
 def test_tiny_sweep_writes_the_report_and_reuses_runs(make_synthetic_dataset, tmp_path: Path, capsys) -> None:
