@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from distill.run_scores import BUDGET_KEYS, final_stats, finished, recorded_config, rescore, run_budget  # noqa: E402
 
 # (label, config, run-folder prefix, extra overrides); the folder is ROOT/<prefix>_seed<seed>.
 MAIN_RUNS = [
@@ -57,10 +60,6 @@ ABLATIONS = [
 ]
 # A weaker teacher for the teacher-quality ablation: the same config and schedule shape, 8 epochs not 24.
 SHORT_TEACHER = ("teacher_short", ["optim.epochs=8"])
-BUDGET_KEYS = (("optim", "epochs"), ("optim", "batch_size"), ("optim", "lr"), ("optim", "milestones"),
-               ("optim", "gamma"), ("optim", "warmup_steps"), ("optim", "weight_decay"), ("train", "max_steps"),
-               ("data", "input_size"), ("data", "root"), ("data", "train_split"))
-
 
 def _run(cmd: list[str]) -> float:
     print("$ " + " ".join(cmd), flush=True)
@@ -77,48 +76,6 @@ def _sets(items: list[str]) -> list[str]:
     return sum((["--set", s] for s in items), [])
 
 
-def _final_stats(out: Path) -> dict[str, float]:
-    evals = sorted(out.glob("eval_epoch*.json"))
-    if not evals:
-        raise SystemExit(f"{out}: no evaluation was written")
-    return json.loads(evals[-1].read_text())
-
-
-RESCORED = "rescored.json"
-
-
-def rescore(out: Path, cfg: dict[str, Any], data: Path | None = None) -> dict[str, float]:
-    """The run's final model scored again with the current test path (flip, official decoding), so every
-    row of the table is decoded by the same code even when runs finished under different versions."""
-    import subprocess as sp
-
-    import torch
-
-    from distill.atomic import write_json_atomic
-    from distill.models import load_model
-    from distill.predict import Predictor, evaluate_model
-
-    commit = sp.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    path = out / (RESCORED if data is None else f"rescored_{Path(data).name}.json")
-    weights = out / "model.pt"
-    stamp = {"model_mtime_ns": weights.stat().st_mtime_ns, "commit": commit, "data": str(data or cfg["data"]["root"])}
-    if path.exists():
-        old = json.loads(path.read_text())
-        if {k: old.get(k) for k in stamp} == stamp:
-            return old["stats"]
-    model = load_model(f"{cfg['model']['kind']}:{cfg['model']['name']}:{weights}")
-    predictor = Predictor(model, input_size=int(cfg["data"]["input_size"]), flip=True, device="cpu")
-    with torch.no_grad():
-        stats = evaluate_model(predictor, data or cfg["data"]["root"], cfg["data"]["val_split"],
-                               limit=None if data else cfg["data"].get("eval_images") or None, show_progress=False)
-    write_json_atomic(path, {**stamp, "stats": stats})
-    return stats
-
-
-def _finished(out: Path) -> bool:
-    return (out / "train_summary.json").exists() and (out / "model.pt").exists()
-
-
 def _run_seconds(out: Path) -> float | str:
     summary = out / "train_summary.json"
     return float(json.loads(summary.read_text())["train_seconds"]) if summary.exists() else "?"
@@ -131,13 +88,6 @@ def _logged_cache_time(log: Path) -> str:
             if line.startswith("computed "):
                 return line.split(" (")[0]
     return f"see {log}"
-
-
-def _config(out: Path) -> dict[str, Any]:
-    path = out / "config.json"
-    if not path.exists():
-        raise SystemExit(f"{path}: missing (every run folder records its resolved config)")
-    return json.loads(path.read_text())
 
 
 def describe_loss(cfg: dict[str, Any]) -> str:
@@ -160,10 +110,6 @@ def describe_loss(cfg: dict[str, Any]) -> str:
                  + (f" ({loss['tag_reduction']})"
                  if loss["tag_kd_weight"] > 0 and cfg["model"]["name"].endswith("_1tag") else ""))
     return ", ".join(parts) + f" ({teacher.get('mode', 'online')} teacher from {Path(teacher['weights']).parent.name}/)"
-
-
-def _budget(cfg: dict[str, Any]) -> tuple:
-    return tuple(json.dumps(cfg[sec][key]) for sec, key in BUDGET_KEYS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         teachers.append((root / SHORT_TEACHER[0], args.teacher_set + SHORT_TEACHER[1]))
     shipped = None
     if not args.train_teacher:
-        sys.path.insert(0, str(REPO))
         from teachers.pretrained import shipped_teacher
 
         shipped = shipped_teacher("higherhrnet_w16_synth")
@@ -206,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         walls["data"] = _run(_distill("synth", "--out", str(data)))
         common = [f"data.root={data}"]
         for out, extra in teachers:
-            if shipped is None and not _finished(out):
+            if shipped is None and not finished(out):
                 _run(_distill("train", "configs/train/synth_teacher.yaml",
                               *_sets(common + [f"train.out={out}"] + extra)))
             weights = teacher_weights if out == teacher_out else out / "model.pt"
@@ -222,19 +167,19 @@ def main(argv: list[str] | None = None) -> int:
                              f"teacher.store={cache}"] + extra + args.overrides
             if "GT only" in label:
                 sets = [s for s in sets if not s.startswith("teacher.")]
-            if not _finished(out) and (seed == args.seeds[0] or not label.startswith("ablation")):
+            if not finished(out) and (seed == args.seeds[0] or not label.startswith("ablation")):
                 _run(_distill("train", config, *_sets(sets)))
     results: dict[str, list[tuple[int, dict[str, float], float | str, dict[str, Any]]]] = {}
     budgets: dict[tuple, list[str]] = {}
     for label, _, name, _, seed in runs:
         out = root / name
-        if not _finished(out):
+        if not finished(out):
             if not (label.startswith("ablation") and seed != args.seeds[0]):
                 print(f"(skipping {out}: not finished)")
             continue
-        cfg = _config(out)
-        budgets.setdefault(_budget(cfg), []).append(name)
-        stats = rescore(out, cfg, args.rescore_on) if args.rescore else _final_stats(out)
+        cfg = recorded_config(out)
+        budgets.setdefault(run_budget(cfg), []).append(name)
+        stats = rescore(out, cfg, args.rescore_on) if args.rescore else final_stats(out)
         results.setdefault(label, []).append((seed, stats, _run_seconds(out), cfg))
     if len(budgets) > 1:
         raise SystemExit("the student runs do not share one budget: " + "; ".join(
@@ -244,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                           "shipped")]
     else:
         teacher_rows = [("teacher higherhrnet_w16_synth", teacher_out)]
-        if args.ablations and _finished(root / SHORT_TEACHER[0]):
+        if args.ablations and finished(root / SHORT_TEACHER[0]):
             teacher_rows.append(("teacher, 8 epochs (ablation)", root / SHORT_TEACHER[0]))
-        teacher_stats = [(label, _final_stats(out), _run_seconds(out)) for label, out in teacher_rows]
+        teacher_stats = [(label, final_stats(out), _run_seconds(out)) for label, out in teacher_rows]
     table = _table(teacher_stats, walls, results)
     print(table)
     where = f" on {args.rescore_on} val2017 (all images)" if args.rescore_on else ""
