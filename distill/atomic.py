@@ -4,12 +4,13 @@ A crash or a kill mid-write leaves either the old file or the new one, never a t
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 from distill.errors import OutputError, os_reason
 
@@ -62,3 +63,16 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int | None = None) -> None:
     write_text_atomic(path, json.dumps(obj, indent=indent))
+
+
+def try_exclusive_lock(path: str | os.PathLike[str]) -> IO[str] | None:
+    """An exclusive flock on `path` (created if missing): the open handle that holds it, or None when another
+    open file holds it. The OS releases the lock when the handle is closed or the process dies, so a killed
+    run never leaves a stale lock behind."""
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return None
+    return fh

@@ -31,13 +31,13 @@ import torch.distributed as dist
 from torch import nn
 
 from distill.amp import AmpError, amp_dtype, autocast, module_device
-from distill.atomic import atomic_path, write_json_atomic
+from distill.atomic import atomic_path, try_exclusive_lock, write_json_atomic
 from distill.codec.decode import decode_mode
 from distill.codec.targets import TargetConfig
 from distill.config import ConfigError, RunConfig, validate
 from distill.data.coco import CocoKeypointDataset, _read_json, annotation_path, validate_coco_keypoints
 from distill.data.transforms import AugmentConfig
-from distill.errors import CheckpointError, TrainingDiverged, ensure_writable_dir
+from distill.errors import CheckpointError, OutputError, TrainingDiverged, ensure_writable_dir
 from distill.evaluate import require_scorable
 from distill.losses import DistillLoss, LossConfig
 from distill.models import build_model, contract_of, initialise, load_weights
@@ -48,6 +48,7 @@ from distill.teacher_cache.targets import AugMetaDataset, CachedTeacher, OnlineT
 
 CHECKPOINT = "last.pt"
 MODEL_FILE = "model.pt"
+RUN_LOCK = ".train.lock"  # flock held by the one process training into the folder
 
 # ------------------------------------------------------------------------------------------ building
 
@@ -200,8 +201,22 @@ class Trainer:
         self.cfg = validate(cfg, "run config")
         self.out = Path(cfg.train.out)
         self.rank, self.world, self.local_rank = _dist_env()
+        self._run_lock = None
         if self.rank == 0:  # before any work: a run that cannot save is not started
             ensure_writable_dir(self.out, "train.out")
+            # one process per run folder: a second one would overwrite the first one's checkpoints and results
+            self._run_lock = try_exclusive_lock(self.out / RUN_LOCK)
+            if self._run_lock is None:
+                raise OutputError(f"{self.out}: another `distill train` process is training into this folder "
+                                  f"(it holds {self.out / RUN_LOCK}); wait for it or choose another train.out")
+        try:
+            self._setup(cfg, resume)
+        except BaseException:
+            self.release()  # a run refused while being set up (bad config, changed settings) frees its folder
+            raise
+
+    def _setup(self, cfg: RunConfig, resume: bool) -> None:
+        """Model, data, teacher, optimiser and the resumed state, once the run folder is ours."""
         self.distributed = self.world > 1
         self.device = _pick_device(cfg.train.device, self.local_rank)
         if self.distributed and not dist.is_initialized():
@@ -415,6 +430,12 @@ class Trainer:
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
         return logs
 
+    def release(self) -> None:
+        """Give up the run folder's lock (also released by the OS when the process ends)."""
+        if self._run_lock is not None:
+            self._run_lock.close()
+            self._run_lock = None
+
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
         self._maybe_fit_tag_reducer()
@@ -610,5 +631,6 @@ def train(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
     try:
         return trainer.fit()
     finally:
+        trainer.release()
         if trainer.distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -12,7 +12,9 @@ import torch
 import yaml
 
 from distill.config import ConfigError, load_config
-from distill.train import CHECKPOINT, train
+from distill.atomic import try_exclusive_lock
+from distill.errors import OutputError
+from distill.train import CHECKPOINT, RUN_LOCK, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,6 +52,23 @@ def test_interrupted_and_resumed_run_gives_the_same_losses(tmp_path: Path, data_
     a, b = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
     assert len(a) == len(b) == 7
     assert a == b  # exact: same data order, same augmentations, same optimiser state
+
+
+def test_a_second_process_training_into_the_same_folder_is_refused(tmp_path: Path, data_dir: Path) -> None:
+    """Two runs in one folder would overwrite each other's checkpoints: the second is refused before any work."""
+    path = _config(tmp_path, data_dir, "busy", max_steps=1)
+    (tmp_path / "busy").mkdir()
+    holder = try_exclusive_lock(tmp_path / "busy" / RUN_LOCK)  # stands in for a running `distill train`
+    assert holder is not None
+    with pytest.raises(OutputError, match="another `distill train` process is training into this folder"):
+        train(load_config(path))
+    assert not (tmp_path / "busy" / CHECKPOINT).exists()
+    holder.close()  # the other process ended: the folder is free again, and the lock is released after the run
+    train(load_config(path))
+    assert (tmp_path / "busy" / CHECKPOINT).exists()
+    again = try_exclusive_lock(tmp_path / "busy" / RUN_LOCK)
+    assert again is not None
+    again.close()
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(tmp_path: Path, data_dir: Path) -> None:

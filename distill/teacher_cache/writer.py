@@ -1,7 +1,6 @@
 """Creating, resuming and committing a store: one writer per store (or per part), atomic shard commits."""
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -11,7 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from distill.atomic import atomic_path, write_json_atomic
+from distill.atomic import atomic_path, try_exclusive_lock, write_json_atomic
 from distill.cache_codec import encode_image
 from distill.errors import ensure_writable_dir
 from distill.teacher_cache.identity import identity_mismatches, short_hash
@@ -98,11 +97,8 @@ class StoreWriter:
         """One writer per store: an exclusive flock on STORE/.lock (released by the OS when the process dies)."""
 
         name = LOCK_NAME if self.part is None else f"{LOCK_NAME}.part-{self.part[0]}-of-{self.part[1]}"
-        self._lock_fh = open(self.root / name, "a+")
-        try:
-            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_fh.close()
+        self._lock_fh = try_exclusive_lock(self.root / name)
+        if self._lock_fh is None:
             which = "" if self.part is None else f" (part {self.part[0]} of {self.part[1]})"
             raise StoreError(f"{self.root}: another `distill cache-teacher` process is writing this store{which}") from None
 
