@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from distill.run_scores import BUDGET_KEYS, final_stats, finished, recorded_config, rescore, run_budget  # noqa: E402
 
+
 def parse_row(text: str) -> tuple[str, str]:
     label, sep, template = text.partition("=")
     if not sep or not label or "{seed}" not in template:
@@ -30,9 +31,9 @@ def parse_row(text: str) -> tuple[str, str]:
     return label, template
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], signed: bool = False) -> str:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
+    return f"{statistics.mean(values):{'+' if signed else ''}.3f} ± {std:.3f}"
 
 
 def collect(rows: list[tuple[str, str]], seeds: list[int], rescore_runs: bool,
@@ -42,8 +43,7 @@ def collect(rows: list[tuple[str, str]], seeds: list[int], rescore_runs: bool,
     budgets: dict[tuple, list[str]] = {}
     for label, template in rows:
         for seed in seeds:
-            out = REPO / template.format(seed=seed) if not Path(template).is_absolute() else Path(
-                template.format(seed=seed))
+            out = REPO / template.format(seed=seed)  # an absolute template stays as it is
             if not finished(out):
                 print(f"(skipping {out}: not finished)")
                 continue
@@ -65,9 +65,9 @@ def format_table(scores: dict[str, dict[int, dict[str, float]]], seeds: list[int
         aps = [per_seed[s]["AP"] for s in ran]
         common = [s for s in ran if s in base]
         gaps = [per_seed[s]["AP"] - base[s]["AP"] for s in common]
-        gap_text = " / ".join(f"{g:+.3f}" for g in gaps) if per_seed is not base else "-"
-        gap_mean = (f"{statistics.mean(gaps):+.3f} ± {statistics.stdev(gaps) if len(gaps) > 1 else 0.0:.3f}"
-                    if per_seed is not base and gaps else "-")
+        is_base = per_seed is base
+        gap_text = "-" if is_base else " / ".join(f"{g:+.3f}" for g in gaps)
+        gap_mean = "-" if is_base or not gaps else mean_std(gaps, signed=True)
         lines.append(f"| {label} | {mean_std(aps)} | {' / '.join(f'{a:.3f}' for a in aps)} (seeds "
                      f"{','.join(map(str, ran))}) | {statistics.mean(per_seed[s]['AR'] for s in ran):.3f} | "
                      f"{gap_text} | {gap_mean} |")

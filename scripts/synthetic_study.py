@@ -61,6 +61,7 @@ ABLATIONS = [
 # A weaker teacher for the teacher-quality ablation: the same config and schedule shape, 8 epochs not 24.
 SHORT_TEACHER = ("teacher_short", ["optim.epochs=8"])
 
+
 def _run(cmd: list[str]) -> float:
     print("$ " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
