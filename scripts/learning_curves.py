@@ -36,10 +36,30 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "adamw": ("AdamW, weight decay 1e-2 (not on biases/BN)", ["optim.name=adamw", "optim.weight_decay=1e-2"]),
     "ema": ("EMA of weights, decay 0.998, evaluated", ["train.ema_decay=0.998"]),
     "ae1e-3": ("official AE factors 1e-3 (base uses 1e-2)", ["loss.push_factor=1e-3", "loss.pull_factor=1e-3"]),
+    "push1e-1": ("push factor 1e-1, pull stays 1e-2 (the tags merge people, docs/learning.md)",
+                 ["loss.push_factor=1e-1"]),
     "data2k": ("2000 training images instead of 400 (same steps)", ["data.root={root}/data2k"]),
     "aug_light": ("lighter augmentation: scale 0.9-1.2, rotation 10, translation 20",
                   ["data.aug_scale=[0.9, 1.2]", "data.aug_rotation=10", "data.aug_translate=20"]),
 }
+
+
+def variant(name: str) -> tuple[str, list[str]]:
+    """A variant name, or several joined by '+' (e.g. 'focal10+lr3e-3': the second change on top of the
+    first, so ablations can start from the adopted recipe); overrides apply left to right."""
+    parts = name.split("+")
+    unknown = [p for p in parts if p not in VARIANTS]
+    if unknown or not name:
+        raise ValueError(f"unknown variant(s) {unknown or [name]} in {name!r}; known: {', '.join(sorted(VARIANTS))}")
+    return "; ".join(VARIANTS[p][0] for p in parts), [o for p in parts for o in VARIANTS[p][1]]
+
+
+def variant_arg(name: str) -> str:
+    try:
+        variant(name)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name
 
 
 def run_dir(root: Path, name: str) -> Path:
@@ -57,7 +77,7 @@ def train_variant(root: Path, name: str, steps: int, eval_steps: int, threads: i
     from distill.config import load_config
     from distill.train import train
 
-    _, overrides = VARIANTS[name]
+    what, overrides = variant(name)
     sets = [o.replace("{root}", str(root)) for o in overrides]
     base = [f"data.root={root}/data", "data.eval_images=100", "data.eval_train_images=100",
             f"train.out={run_dir(root, name)}", f"train.threads={threads}", "train.ckpt_every=50",
@@ -73,7 +93,7 @@ def train_variant(root: Path, name: str, steps: int, eval_steps: int, threads: i
     if (out / "train_summary.json").exists():
         print(f"{name}: finished already ({out})")
         return
-    print(f"== {name}: {VARIANTS[name][0]}", flush=True)
+    print(f"== {name}: {what}", flush=True)
     train(cfg)
 
 
@@ -103,15 +123,24 @@ def table(root: Path, names: list[str]) -> str:
         by_step = ", ".join(f"{p.get('step', (spe or 0) * p['epoch'])}: {p['AP']:.3f}" for p in pts)
         last = pts[-1]
         minutes = last.get("train_seconds")
-        lines.append(f"| {name} | {VARIANTS.get(name, ('?',))[0]} | {by_step} | {last['AP']:.3f} | "
+        lines.append(f"| {name} | {variant(name)[0]} | {by_step} | {last['AP']:.3f} | "
                      f"{last.get('train_AP', float('nan')):.3f} | {minutes / 60 if minutes else float('nan'):.1f} |")
     return "\n".join(lines)
+
+
+def _known(name: str) -> bool:
+    try:
+        variant(name)
+    except ValueError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", type=Path, default=Path("runs/lc"))
-    p.add_argument("--run", nargs="*", default=[], choices=sorted(VARIANTS), help="variants to train")
+    p.add_argument("--run", nargs="*", default=[], type=variant_arg,
+                   help="variants to train: names from VARIANTS, or several joined by '+'")
     p.add_argument("--steps", type=int, default=1500, help="optimizer steps of every run (batch 8)")
     p.add_argument("--eval-steps", type=int, default=250, help="evaluate every this many steps")
     p.add_argument("--threads", type=int, default=2)
@@ -121,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.run:
         train_variant(args.root, name, args.steps, args.eval_steps, args.threads, args.extra)
     if args.table or not args.run:
-        print(table(args.root, list(VARIANTS)))
+        found = sorted(d.name[len("lc_"):] for d in args.root.glob("lc_*") if d.is_dir())
+        print(table(args.root, [n for n in found if _known(n)]))
     return 0
 
 

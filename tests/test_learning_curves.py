@@ -31,3 +31,18 @@ def test_equal_budget_refuses_a_split_that_does_not_divide(tmp_path: Path, make_
     with pytest.raises(SystemExit, match="do not divide"):
         lc.train_variant(tmp_path, "base", steps=3, eval_steps=2, threads=1,
                          extra=["optim.batch_size=5"])  # 2 steps per epoch
+
+
+def test_combined_variant_applies_both_changes_in_order() -> None:
+    what, overrides = lc.variant("focal10+push1e-1")
+    assert overrides == lc.VARIANTS["focal10"][1] + lc.VARIANTS["push1e-1"][1]
+    cfg = load_config(lc.BASE_CONFIG, overrides)
+    assert (cfg.loss.heatmap_loss, cfg.loss.fg_weight, cfg.loss.push_factor, cfg.loss.pull_factor) == (
+        "focal", 10.0, 0.1, 0.01)
+    assert what.count(";") == 1
+
+
+@pytest.mark.parametrize("bad", ["", "focal10+nope", "+focal10"])
+def test_unknown_variant_is_refused_with_the_known_names(bad: str) -> None:
+    with pytest.raises(ValueError, match="known: .*focal10"):
+        lc.variant(bad)
