@@ -39,6 +39,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "push1e-1": ("push factor 1e-1, pull stays 1e-2 (the tags merge people, docs/learning.md)",
                  ["loss.push_factor=1e-1"]),
     "data2k": ("2000 training images instead of 400 (same steps)", ["data.root={root}/data2k"]),
+    "input192": ("input 192 instead of 256 (train and eval; 0.56x the pixels per step)", ["data.input_size=192"]),
+    "input128": ("input 128 instead of 256 (train and eval; 0.25x the pixels per step)", ["data.input_size=128"]),
     "aug_light": ("lighter augmentation: scale 0.9-1.2, rotation 10, translation 20",
                   ["data.aug_scale=[0.9, 1.2]", "data.aug_rotation=10", "data.aug_translate=20"]),
 }
