@@ -39,6 +39,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "push1e-1": ("push factor 1e-1, pull stays 1e-2 (the tags merge people, docs/learning.md)",
                  ["loss.push_factor=1e-1"]),
     "data2k": ("2000 training images instead of 400 (same steps)", ["data.root={root}/data2k"]),
+    "tag1": ("one shared tag map (official TAG_PER_JOINT false) instead of one per joint",
+             ["model.overrides.tag_per_joint=false"]),
     "input192": ("input 192 instead of 256 (train and eval; 0.56x the pixels per step)", ["data.input_size=192"]),
     "input128": ("input 128 instead of 256 (train and eval; 0.25x the pixels per step)", ["data.input_size=128"]),
     "aug_light": ("lighter augmentation: scale 0.9-1.2, rotation 10, translation 20",
