@@ -39,6 +39,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "push1e-1": ("push factor 1e-1, pull stays 1e-2 (the tags merge people, docs/learning.md)",
                  ["loss.push_factor=1e-1"]),
     "data2k": ("2000 training images instead of 400 (same steps)", ["data.root={root}/data2k"]),
+    "pull1e-1": ("pull factor 1e-1, push stays 1e-2 (tags consistent within a person first)",
+                 ["loss.pull_factor=1e-1"]),
     "tag1": ("one shared tag map (official TAG_PER_JOINT false) instead of one per joint",
              ["model.overrides.tag_per_joint=false"]),
     "input192": ("input 192 instead of 256 (train and eval; 0.56x the pixels per step)", ["data.input_size=192"]),
