@@ -7,7 +7,7 @@ images (train AP: under- vs over-fitting). Each evaluation records step and trai
 table gives AP vs steps and vs minutes. Runs are reused when finished (and resumed when interrupted).
 
     python scripts/learning_curves.py --run base focal20 cosine data2k    # train what is missing
-    python scripts/learning_curves.py --table                             # docs/learning.md table
+    python scripts/learning_curves.py --table [--heldout runs/lc/heldout]  # docs/learning.md table
 
 Variants are defined in VARIANTS below (name -> (what it changes, overrides)); the base is
 configs/train/synth_teacher.yaml at input 256, batch 8, on ROOT/data (400 train / 100 val, seed 0).
@@ -112,9 +112,21 @@ def curve(out: Path) -> list[dict[str, Any]]:
     return points
 
 
-def table(root: Path, names: list[str]) -> str:
-    lines = ["| variant | what changes | AP by step | final val AP | final train AP | minutes |",
-             "|---|---|---|---:|---:|---:|"]
+def heldout_scores(folder: Path | None, name: str) -> dict[str, float] | None:
+    """The official-decoding row of `scripts/compare_decoding.py --out FOLDER/NAME.json` (a split nobody
+    tuned on), or None when that run was not rescored."""
+    path = folder / f"{name}.json" if folder else None
+    if path is None or not path.exists():
+        return None
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["variant"] == "official"]
+    if not rows:
+        raise SystemExit(f"{path}: no 'official' row (rescore with --variants official)")
+    return rows[0]
+
+
+def table(root: Path, names: list[str], heldout: Path | None = None) -> str:
+    lines = ["| variant | what changes | AP by step | final val AP | final train AP | held-out AP (APm / APl) "
+             "| minutes |", "|---|---|---|---:|---:|---:|---:|"]
     for name in names:
         out = run_dir(root, name)
         pts = curve(out)
@@ -129,8 +141,13 @@ def table(root: Path, names: list[str]) -> str:
         by_step = ", ".join(f"{p.get('step', (spe or 0) * p['epoch'])}: {p['AP']:.3f}" for p in pts)
         last = pts[-1]
         minutes = last.get("train_seconds")
-        lines.append(f"| {name} | {variant(name)[0]} | {by_step} | {last['AP']:.3f} | "
-                     f"{last.get('train_AP', float('nan')):.3f} | {minutes / 60 if minutes else float('nan'):.1f} |")
+        held = heldout_scores(heldout, name)
+        held_text = f"{held['AP']:.3f} ({held['APm']:.3f} / {held['APl']:.3f})" if held else "-"
+        parts = name.split("+")  # a combined variant: name the changes on top of its first part
+        what = "; ".join(VARIANTS[q][0] for q in parts[1:]) if len(parts) > 1 else VARIANTS[name][0]
+        lines.append(f"| {name} | {what} | {by_step} | {last['AP']:.3f} | "
+                     f"{last.get('train_AP', float('nan')):.3f} | {held_text} | "
+                     f"{minutes / 60 if minutes else float('nan'):.1f} |")
     return "\n".join(lines)
 
 
@@ -152,12 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--set", dest="extra", action="append", default=[], help="extra override for every run")
     p.add_argument("--table", action="store_true", help="print the table of all finished/partial runs")
+    p.add_argument("--heldout", type=Path, default=None,
+                   help="folder of `compare_decoding.py --out NAME.json` rescorings of the final models on a split "
+                        "nobody tuned on (a column of the table)")
     args = p.parse_args(argv)
     for name in args.run:
         train_variant(args.root, name, args.steps, args.eval_steps, args.threads, args.extra)
     if args.table or not args.run:
         found = sorted(d.name[len("lc_"):] for d in args.root.glob("lc_*") if d.is_dir())
-        print(table(args.root, [n for n in found if _known(n)]))
+        print(table(args.root, [n for n in found if _known(n)], args.heldout))
     return 0
 
 

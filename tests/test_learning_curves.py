@@ -46,3 +46,25 @@ def test_combined_variant_applies_both_changes_in_order() -> None:
 def test_unknown_variant_is_refused_with_the_known_names(bad: str) -> None:
     with pytest.raises(ValueError, match="known: .*focal10"):
         lc.variant(bad)
+
+
+def test_table_shows_curve_and_heldout_column(tmp_path: Path) -> None:
+    import json
+
+    run = tmp_path / "lc_focal10+ema"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data": {}, "optim": {}}))
+    for step, ap in ((250, 0.1), (500, 0.2)):
+        (run / f"eval_epoch{step // 50:03d}.json").write_text(json.dumps(
+            {"step": step, "AP": ap, "train_AP": ap + 0.01, "train_seconds": 120.0}))
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "focal10+ema.json").write_text(json.dumps({"rows": [
+        {"variant": "improved", "AP": 0.9, "APm": 0.9, "APl": 0.9},
+        {"variant": "official", "AP": 0.15, "APm": 0.2, "APl": 0.05}]}))
+    text = lc.table(tmp_path, ["focal10", "focal10+ema"], held)
+    row = [line for line in text.splitlines() if line.startswith("| focal10+ema ")]
+    assert len(row) == 1  # focal10 has no run folder: no row
+    assert "250: 0.100, 500: 0.200" in row[0] and "| 0.200 | 0.210 | 0.150 (0.200 / 0.050) | 2.0 |" in row[0]
+    assert lc.VARIANTS["ema"][0] in row[0] and lc.VARIANTS["focal10"][0] not in row[0]
+    assert "| - |" in lc.table(tmp_path, ["focal10+ema"], None)
