@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> None:
                          "between them is not meaningful")
     stats = pairings_ap(preds[0], preds[1], ds, args.limit, not args.no_progress)
     print(f"A = {args.a}\nB = {args.b}\n")
-    print("| pairing | AP | AP50 | AR |\n|---|---|---|---|")
+    print("| pairing | AP | AP50 | AR | APm | APl |\n|---|---|---|---|---|---|")
     for name, s in stats.items():
-        print(f"| {name} | {s['AP']:.3f} | {s['AP50']:.3f} | {s['AR']:.3f} |")
+        print(f"| {name} | {s['AP']:.3f} | {s['AP50']:.3f} | {s['AR']:.3f} | {s['APm']:.3f} | {s['APl']:.3f} |")
 
 
 if __name__ == "__main__":
