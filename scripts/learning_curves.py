@@ -6,7 +6,7 @@ batch, data) and evaluated every `--eval-every` epochs on the val split and on t
 images (train AP: under- vs over-fitting). Each evaluation records step and training wall time, so the
 table gives AP vs steps and vs minutes. Runs are reused when finished (and resumed when interrupted).
 
-    python scripts/learning_curves.py --run base focal20 cosine data2k    # train what is missing
+    python scripts/learning_curves.py --run base focal10 focal10+ema     # train what is missing ("+": combined)
     python scripts/learning_curves.py --table [--heldout runs/lc/heldout]  # docs/learning.md table
 
 Variants are defined in VARIANTS below (name -> (what it changes, overrides)); the base is
