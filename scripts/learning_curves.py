@@ -50,13 +50,17 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+def is_variant(name: str) -> bool:
+    return bool(name) and all(part in VARIANTS for part in name.split("+"))
+
+
 def variant(name: str) -> tuple[str, list[str]]:
     """A variant name, or several joined by '+' (e.g. 'focal10+lr3e-3': the second change on top of the
     first, so ablations can start from the adopted recipe); overrides apply left to right."""
+    if not is_variant(name):
+        unknown = [p for p in name.split("+") if p not in VARIANTS] or [name]
+        raise ValueError(f"unknown variant(s) {unknown} in {name!r}; known: {', '.join(sorted(VARIANTS))}")
     parts = name.split("+")
-    unknown = [p for p in parts if p not in VARIANTS]
-    if unknown or not name:
-        raise ValueError(f"unknown variant(s) {unknown or [name]} in {name!r}; known: {', '.join(sorted(VARIANTS))}")
     return "; ".join(VARIANTS[p][0] for p in parts), [o for p in parts for o in VARIANTS[p][1]]
 
 
@@ -115,8 +119,7 @@ def curve(out: Path) -> list[dict[str, Any]]:
 def heldout_scores(folder: Path | None, name: str) -> dict[str, float] | None:
     """The official-decoding row of `scripts/compare_decoding.py --out FOLDER/NAME.json` (a split nobody
     tuned on), or None when that run was not rescored."""
-    path = folder / f"{name}.json" if folder else None
-    if path is None or not path.exists():
+    if folder is None or not (path := folder / f"{name}.json").exists():
         return None
     rows = [r for r in json.loads(path.read_text())["rows"] if r["variant"] == "official"]
     if not rows:
@@ -143,20 +146,12 @@ def table(root: Path, names: list[str], heldout: Path | None = None) -> str:
         minutes = last.get("train_seconds")
         held = heldout_scores(heldout, name)
         held_text = f"{held['AP']:.3f} ({held['APm']:.3f} / {held['APl']:.3f})" if held else "-"
-        parts = name.split("+")  # a combined variant: name the changes on top of its first part
-        what = "; ".join(VARIANTS[q][0] for q in parts[1:]) if len(parts) > 1 else VARIANTS[name][0]
+        first, _, on_top = name.partition("+")  # a combined variant: name the changes on top of its first part
+        what = variant(on_top or first)[0]
         lines.append(f"| {name} | {what} | {by_step} | {last['AP']:.3f} | "
                      f"{last.get('train_AP', float('nan')):.3f} | {held_text} | "
                      f"{minutes / 60 if minutes else float('nan'):.1f} |")
     return "\n".join(lines)
-
-
-def _known(name: str) -> bool:
-    try:
-        variant(name)
-    except ValueError:
-        return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         train_variant(args.root, name, args.steps, args.eval_steps, args.threads, args.extra)
     if args.table or not args.run:
         found = sorted(d.name[len("lc_"):] for d in args.root.glob("lc_*") if d.is_dir())
-        print(table(args.root, [n for n in found if _known(n)], args.heldout))
+        print(table(args.root, [n for n in found if is_variant(n)], args.heldout))
     return 0
 
 
