@@ -45,7 +45,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
              ["model.overrides.tag_per_joint=false"]),
     "input192": ("input 192 instead of 256 (train and eval; 0.56x the pixels per step)", ["data.input_size=192"]),
     "input128": ("input 128 instead of 256 (train and eval; 0.25x the pixels per step)", ["data.input_size=128"]),
-    "fuse143": ("official fusion depth: 1/4/3 modules in stages 2-4 instead of 1/2/2 (3.93 M params and 1.65 GMACs, not 2.48 M and 1.21)",
+    "fuse143": ("official fusion depth: 1/4/3 modules in stages 2-4 instead of 1/2/2 "
+                "(3.93 M params and 1.65 GMACs, not 2.48 M and 1.21)",
                 ["model.name=configs/teachers/ablations/higherhrnet_w16_synth_fuse143.yaml"]),
     "aug_light": ("lighter augmentation: scale 0.9-1.2, rotation 10, translation 20",
                   ["data.aug_scale=[0.9, 1.2]", "data.aug_rotation=10", "data.aug_translate=20"]),

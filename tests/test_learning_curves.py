@@ -25,6 +25,23 @@ def test_variant_is_a_valid_one_change_config(name: str) -> None:
     assert what
 
 
+def test_fuse143_changes_only_the_fusion_depth_of_the_synthetic_teacher() -> None:
+    """The ablation architecture is the shipped teacher's with the official module counts, nothing else."""
+    from teachers import get_teacher_config
+
+    base = get_teacher_config("higherhrnet_w16_synth").to_dict()
+    path = lc.VARIANTS["fuse143"][1][0].split("=", 1)[1]
+    deep = get_teacher_config(REPO / path).to_dict()
+    assert [s["num_modules"] for s in base["stages"]] == [1, 2, 2]
+    assert [s["num_modules"] for s in deep["stages"]] == [1, 4, 3]  # HigherHRNet W32/W48 (MODEL.EXTRA.STAGE2-4)
+    for key in ("stages", "name"):
+        base.pop(key), deep.pop(key)
+    assert base == deep
+    for s_base, s_deep in zip(get_teacher_config("higherhrnet_w16_synth").to_dict()["stages"],
+                              get_teacher_config(REPO / path).to_dict()["stages"]):
+        assert {**s_base, "num_modules": 0} == {**s_deep, "num_modules": 0}
+
+
 def test_equal_budget_refuses_a_split_that_does_not_divide(tmp_path: Path, make_synthetic_dataset) -> None:
     data = make_synthetic_dataset(seed=3, num_train=12, num_val=1, image_size=64)  # 12 // 8 = 1 step/epoch
     (tmp_path / "data").symlink_to(data)
