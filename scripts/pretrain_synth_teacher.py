@@ -1,15 +1,17 @@
 #!/usr/bin/env python
 """Train the synthetic teacher that the project ships (teachers/pretrained/), in one command.
 
-    python scripts/pretrain_synth_teacher.py                 # CPU: about an hour on 2 cores; GPU: minutes
+    python scripts/pretrain_synth_teacher.py                 # CPU: about 45 minutes on 2 cores; GPU: minutes
     python scripts/pretrain_synth_teacher.py --device cuda --set optim.batch_size=32
+    python scripts/pretrain_synth_teacher.py --config configs/train/synth_teacher_pretrain.yaml \
+        --finetune configs/train/synth_teacher_finetune.yaml       # the previous shipped teacher (v2)
 
 Stages (each resumable; rerunning continues an interrupted training):
  1. the training data: `distill synth` seed 0 (the split sizes come from the config's data section);
  2. a held-out test split generated with another seed (--test-seed, default 7) that no recipe was tuned on;
- 3. `distill train CONFIG` (default configs/train/synth_teacher_pretrain.yaml);
- 3b. stage 2, `distill train FINETUNE` (default configs/train/synth_teacher_finetune.yaml): a second cosine
-    cycle from stage 1's EMA weights (`model.weights`), skipped with --no-finetune;
+ 3. `distill train CONFIG` (default configs/train/synth_teacher_adamw_step.yaml: the shipped v3 recipe);
+ 3b. only with --finetune FINETUNE: stage 2, `distill train FINETUNE` from stage 1's EMA weights
+    (`model.weights`), as the v2 teacher was made (configs/train/synth_teacher_finetune.yaml);
  4. the final weights rounded to float16, evaluated (flip test, official decoding) on the seed-0 val split
     and on the held-out split, then written to teachers/pretrained/NAME.pt with NAME.json beside it:
     config, command, sha256, scores, wall time, versions.
@@ -17,6 +19,7 @@ Stages (each resumable; rerunning continues an interrupted training):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import shlex
@@ -29,10 +32,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from distill.atomic import atomic_path, write_json_atomic  # noqa: E402
+from distill.atomic import write_bytes_atomic, write_json_atomic  # noqa: E402
 
-DEFAULT_CONFIG = REPO / "configs" / "train" / "synth_teacher_pretrain.yaml"
-DEFAULT_FINETUNE = REPO / "configs" / "train" / "synth_teacher_finetune.yaml"
+DEFAULT_CONFIG = REPO / "configs" / "train" / "synth_teacher_adamw_step.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-images", type=int, default=2000)
     p.add_argument("--test-seed", type=int, default=7, help="seed of the held-out split (never tuned on)")
     p.add_argument("--test-images", type=int, default=200)
-    p.add_argument("--finetune", type=Path, default=DEFAULT_FINETUNE, help="stage-2 config")
-    p.add_argument("--no-finetune", action="store_true", help="ship stage 1 as it is")
+    p.add_argument("--finetune", type=Path, default=None,
+                   help="a stage-2 config trained from stage 1's weights (none by default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--dest", type=Path, default=REPO / "teachers" / "pretrained")
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, [f"data.root={data}", f"train.out={args.root / 'teacher'}",
                                     f"train.device={args.device}", *args.overrides])
     stages = [cfg]
-    if not args.no_finetune:
+    if args.finetune is not None:
         stages.append(load_config(args.finetune, [
             f"data.root={data}", f"train.out={args.root / 'teacher_ft'}", f"train.device={args.device}",
             f"model.weights={Path(cfg.train.out) / MODEL_FILE}", *args.overrides]))
@@ -81,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in trained["state_dict"].items()}
     args.dest.mkdir(parents=True, exist_ok=True)
     weights = args.dest / f"{name}.pt"
-    with atomic_path(weights) as tmp:
-        torch.save({"state_dict": half, "model": trained["model"], "ema": trained.get("ema", False)}, tmp)
+    # Saved through a buffer: torch.save names the archive after the file, so saving to a temporary path
+    # would make the sha256 depend on that name; the same weights now always give the same file.
+    buffer = io.BytesIO()
+    torch.save({"state_dict": half, "model": trained["model"], "ema": trained.get("ema", False)}, buffer)
+    write_bytes_atomic(weights, buffer.getvalue())
 
     model = load_checkpoint(build_teacher(name), weights).eval()  # strict; the float16 weights as shipped
     device = "cuda" if (args.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
@@ -102,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                                        "split": f"synthetic val2017, seed {args.test_seed}, {args.test_images} images, "
                                                 "flip test, official decoding"},
         "train_steps": sum(s["steps"] for s in summaries), "stage_steps": [s["steps"] for s in summaries],
-        "train_seconds": sum(s["train_seconds"] for s in summaries), "script_seconds": wall,
+        "train_seconds": sum(s["train_seconds"] for s in summaries),
+        "script_seconds": None if args.eval_only else wall,
         "torch": torch.__version__, "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"),
     }
     write_json_atomic(args.dest / f"{name}.json", record, indent=2)
