@@ -1,20 +1,14 @@
-"""scripts/ap_by_scene.py: scene buckets count the right people and joints; its first row is the split's AP."""
+"""scripts/ap_by_scene.py: scene buckets count the right people and joints; the same detections are scored per bucket."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from script_module import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("ap_by_scene", REPO / "scripts" / "ap_by_scene.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ap_by_scene")
 
 
 def _person(image_id: int, visibilities: list[int], iscrowd: int = 0) -> dict:

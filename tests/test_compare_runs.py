@@ -1,16 +1,14 @@
 """scripts/compare_runs.py: per-seed rows, differences to the first row, and refusal of unequal budgets."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("compare_runs", REPO / "scripts" / "compare_runs.py")
-compare_runs = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compare_runs)
+from script_module import load_script
+
+compare_runs = load_script("compare_runs")
 
 
 def _fake_run(folder: Path, ap: float, lr: float = 3e-3) -> None:

@@ -2,17 +2,15 @@
 equal-budget rule holds (same steps and evaluation points whatever the data size)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from distill.config import load_config
+from script_module import load_script
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("learning_curves", REPO / "scripts" / "learning_curves.py")
-lc = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(lc)  # type: ignore[union-attr]
+lc = load_script("learning_curves")
 
 
 @pytest.mark.parametrize("name", sorted(lc.VARIANTS))

@@ -1,19 +1,12 @@
 """scripts/swap_maps_ap.py: the ground-truth side reproduces the oracle, so the swaps measure the model."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from script_module import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("swap_maps_ap", REPO / "scripts" / "swap_maps_ap.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("swap_maps_ap")
 
 
 def test_gt_side_scores_like_the_oracle(make_synthetic_dataset, capsys) -> None:
