@@ -14,6 +14,7 @@ rest, grouping across people is the limit, not detection.
 from __future__ import annotations
 
 import argparse
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -91,18 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     from distill.atomic import write_json_atomic
     from distill.codec.decode import decode_mode
     from distill.data.coco import CocoKeypointDataset
+    from distill.evaluate import load_results
     from distill.models import load_model
-    from distill.predict import Predictor
-    from distill.progress import progress
+    from distill.predict import Predictor, evaluate_model
 
     torch.set_num_threads(args.threads)
     model = load_model(args.model).eval()
     ds = CocoKeypointDataset(args.data, args.split, remove_images_without_annotations=False, augment=False)
     predictor = Predictor(model, ds.spec, input_size=args.input_size, **decode_mode("official"))
     indices = list(range(len(ds) if args.limit is None else min(args.limit, len(ds))))
-    results: list[dict[str, Any]] = []
-    for i in progress(indices, desc="predict", unit="img", enabled=not args.no_progress):
-        results += predictor.predict(ds.load_image(i)).to_results(ds.ids[i], ds.category_id)
+    with tempfile.TemporaryDirectory() as tmp:  # the project's evaluation loop; its detections are rescored below
+        evaluate_model(predictor, args.data, args.split, limit=args.limit, results_file=Path(tmp) / "results.json",
+                       show_progress=not args.no_progress)
+        results = load_results(Path(tmp) / "results.json")
     rows = bucket_table(ds.annotation_file, ds.coco.dataset, results, [ds.ids[i] for i in indices],
                         list(ds.spec.names))
     print(f"{args.model} on {args.data} ({len(indices)} images, flip test, official decoding)")
