@@ -93,6 +93,8 @@ class LossSection:
     tag_reduction: str = "mean"
     push_factor: float = 1e-3
     pull_factor: float = 1e-3
+    # AE push: 'exp' (official default, exp(-d^2)) or 'max' (official option, max(0, 1 - |d|))
+    ae_loss_type: str = "exp"
     heatmap_factors: list[float] = field(default_factory=lambda: [1.0, 1.0])
 
 
@@ -174,6 +176,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "kind"): ("student", "teacher"), ("model", "init"): ("default", "kaiming"),
     ("teacher", "mode"): ("online", "cached"), ("loss", "kd_type"): ("mse", "softmax"),
     ("loss", "heatmap_loss"): ("mse", "weighted", "focal"), ("loss", "tag_kd_type"): ("absolute", "relational"),
+    ("loss", "ae_loss_type"): ("exp", "max"),
     ("loss", "tag_reduction"): ("first", "mean", "pca"), ("optim", "name"): ("adam", "adamw"),
     ("optim", "schedule"): ("step", "cosine"), ("train", "amp"): ("none", "bf16", "fp16"),
     ("train", "eval_decode"): ("official", "improved"),

@@ -41,6 +41,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "data2k": ("2000 training images instead of 400 (same steps)", ["data.root={root}/data2k"]),
     "pull1e-1": ("pull factor 1e-1, push stays 1e-2 (tags consistent within a person first)",
                  ["loss.pull_factor=1e-1"]),
+    "aemax": ("AE push max(0, 1 - |d|) (official option 'max') instead of exp(-d^2): full gradient for every "
+              "pair closer than the decoder's threshold of 1", ["loss.ae_loss_type=max"]),
     "tag1": ("one shared tag map (official TAG_PER_JOINT false) instead of one per joint",
              ["model.overrides.tag_per_joint=false"]),
     "input192": ("input 192 instead of 256 (train and eval; 0.56x the pixels per step)", ["data.input_size=192"]),

@@ -135,6 +135,9 @@ def test_loss_section_reaches_the_loss_and_bad_values_are_named(tmp_path: Path) 
     assert loss_config(no_teacher, 17).alpha == 0.0
     with pytest.raises(ConfigError, match="loss.kd_type = 'kl': expected one of"):  # at load, before any work
         load_config(None, ["loss.kd_type=kl"])
+    with pytest.raises(ConfigError, match="loss.ae_loss_type = 'hinge': expected one of"):
+        load_config(None, ["loss.ae_loss_type=hinge"])
+    assert loss_config(load_config(None, ["loss.ae_loss_type=max"]), 17).ae_loss_type == "max"
 
 
 def test_max_minutes_stops_early_and_the_run_resumes(tmp_path: Path, data_dir: Path) -> None:
