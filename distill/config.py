@@ -33,7 +33,8 @@ class ModelSection:
     # run loads its own checkpoint over them.
     weights: str = ""
     # The tag layout T x D, shorthands for overrides (0 = the model config's own): T = tag_maps (1 shared map,
-    # or the number of joints for per-joint maps), D = tag_dim channels per map. Students only.
+    # or the number of joints for per-joint maps), D = tag_dim channels per map. Students and
+    # teachers trained here (the official checkpoints are 17 x 1).
     tag_maps: int = 0
     tag_dim: int = 0
 
@@ -199,9 +200,6 @@ def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
     m = cfg.model
     if m.tag_maps < 0 or m.tag_dim < 0:
         bad("model.tag_maps/tag_dim", (m.tag_maps, m.tag_dim), "must be >= 1 (or 0: the model config's own)")
-    if (m.tag_maps or m.tag_dim) and m.kind != "student":
-        bad("model.tag_maps/tag_dim", (m.tag_maps, m.tag_dim), "only students choose their tag layout (the "
-            "HigherHRNet teacher is the official architecture: per-joint 1-D tags)")
     d, lo, o, t = cfg.data, cfg.loss, cfg.optim, cfg.train
     try:
         check_input_size(d.input_size, "data.input_size")

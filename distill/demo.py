@@ -34,7 +34,7 @@ from distill.compare_tags import compare_tags
 from distill.config import RunConfig, TeacherSection, load_config
 from distill.data.coco import CocoKeypointDataset
 from distill.data.synthetic import ensure_dataset
-from distill.models import build_model, load_weights, model_config
+from distill.models import build_model, load_weights, trained_teacher_config
 from distill.progress import set_bars
 from distill.registry import configs_root
 from distill.teacher_cache import build_store, weights_identity
@@ -230,9 +230,10 @@ def _device(s: DemoSettings) -> str:
 
 
 def _cache_teacher(s: DemoSettings, weights: Path, store: Path) -> None:
-    model = load_weights(build_model("teacher", TEACHER), weights).eval()
+    cfg = trained_teacher_config(TEACHER, weights)
+    model = load_weights(build_model("teacher", cfg), weights).eval()
     dataset = CocoKeypointDataset(Path(s.out) / "data", "train2017", input_size=s.input_size, augment=False)
-    summary = build_store(store, model, dataset, teacher_cfg=model_config("teacher", TEACHER),
+    summary = build_store(store, model, dataset, teacher_cfg=cfg,
                           weights=weights_identity(model, weights, False, None), input_size=s.input_size,
                           device=_device(s), batch_size=s.batch_size)
     print(f"cached {summary.images_total} images, {summary.store_bytes / 2**20:.1f} MiB")

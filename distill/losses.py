@@ -444,6 +444,12 @@ class DistillLoss(nn.Module):
                     )
         return t
 
+    def _teacher_tags_fit(self, student_t: int, teacher_out0: Tensor) -> bool:
+        """Whether `_teacher_tags` can pair this teacher's tag channels with a student's T maps."""
+        j = self.config.num_joints
+        tt = teacher_out0.shape[1] - j
+        return tt == 0 or tt == student_t or (student_t == 1 and tt == j)
+
     def _teacher_tags(self, student_t: int, teacher_out0: Tensor) -> Tensor | None:
         j = self.config.num_joints
         tt = teacher_out0.shape[1] - j
@@ -456,7 +462,8 @@ class DistillLoss(nn.Module):
             return self.tag_reducer.reduce(tags)
         raise ValueError(
             f"cannot distil teacher tags with T = {tt} maps into a student with T = {student_t} "
-            f"(supported: equal T, or a per-joint teacher T = J = {j} reduced to one map)"
+            f"(supported: equal T, or a per-joint teacher T = J = {j} reduced to one map; a teacher with D > 1 "
+            f"channels per tag map cannot give tag KD: set tag_kd_weight 0)"
         )
 
     # -- terms ----------------------------------------------------------------------------------------
@@ -518,6 +525,8 @@ class DistillLoss(nn.Module):
                 raise ValueError(f"tag KD '{cfg.tag_kd_type}' compares tag values, but this student has D = "
                                  f"{cfg.tag_dim} channels per tag map: use tag_kd_type 'relational' (or tag_kd_weight 0)")
             distillable = cfg.tag_dim == 1 or cfg.tag_kd_type == "relational"
+            if teacher_outputs is not None and not uses_tag_kd and not self._teacher_tags_fit(t, teacher_outputs[0]):
+                distillable = False  # only logged, and this teacher's tags have another layout (e.g. D > 1)
             if (teacher_outputs is not None or uses_tag_kd) and distillable:
                 if teacher_outputs is None:
                     raise ValueError(f"teacher_outputs are required for tag KD (tag_kd_weight = {cfg.tag_kd_weight})")

@@ -94,6 +94,25 @@ def _recorded_model(path: Path) -> dict[str, Any] | None:
     return None
 
 
+def recorded_overrides(kind: str, weights: str | Path, name: str = "") -> dict[str, Any]:
+    """The config overrides one of our model.pt files was trained with (e.g. a teacher's `tag_dim`), so the
+    network is rebuilt as trained; {} for official checkpoints. Raises when the file holds another kind."""
+    rec = _recorded_model(Path(weights))
+    if rec is None:
+        return {}
+    if rec["kind"] != kind:
+        raise ModelSpecError(f"{weights} holds a {rec['kind']} ({rec.get('name')!r}), not a {kind}; use "
+                             f"{rec['kind']}:{rec.get('name')}:{weights}" + (f" (asked for {kind}:{name})" if name else ""))
+    return dict(rec.get("overrides") or {})
+
+
+def trained_teacher_config(name: Any, weights: str | Path | None) -> HigherHRNetConfig:
+    """The registered teacher config `name` as `weights` were trained (their recorded overrides applied,
+    e.g. `tag_dim`); the registered config itself for official checkpoints or no weights."""
+    cfg = model_config("teacher", name)
+    return replace(cfg, **recorded_overrides("teacher", weights, str(name))) if weights else cfg
+
+
 def load_model(spec: ModelSpec | str, *, warn_random: bool = True) -> nn.Module:
     """Build the network of `spec`, load its checkpoint (if any) and return it in eval() mode on CPU."""
     if isinstance(spec, str):
@@ -102,13 +121,10 @@ def load_model(spec: ModelSpec | str, *, warn_random: bool = True) -> nn.Module:
     if spec.weights is not None:
         if not spec.weights.is_file():
             raise ModelSpecError(f"model spec {spec}: checkpoint file {spec.weights} not found")
-        rec = _recorded_model(spec.weights)
-        if rec is not None:
-            if rec["kind"] != spec.kind:
-                raise ModelSpecError(
-                    f"model spec {spec}: {spec.weights} holds a {rec['kind']} "
-                    f"({rec.get('name')!r}), not a {spec.kind}; use {rec['kind']}:{rec.get('name')}:{spec.weights}")
-            overrides = dict(rec.get("overrides") or {})
+        try:
+            overrides = recorded_overrides(spec.kind, spec.weights)
+        except ModelSpecError as exc:
+            raise ModelSpecError(f"model spec {spec}: {exc}") from None
     try:
         model = build_model(spec.kind, spec.name, overrides or None)
     except AEDistillError:

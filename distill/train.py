@@ -40,7 +40,7 @@ from distill.data.transforms import AugmentConfig
 from distill.errors import CheckpointError, OutputError, TrainingDiverged, ensure_writable_dir
 from distill.evaluate import require_scorable
 from distill.losses import DistillLoss, LossConfig
-from distill.models import build_model, contract_of, initialise, load_weights
+from distill.models import build_model, contract_of, initialise, load_weights, trained_teacher_config
 from distill.predict import Predictor, evaluate_model
 from distill.progress import progress
 from distill.tag_reduction import TagReducer
@@ -298,14 +298,15 @@ class Trainer:
         if t.mode == "cached":
             if not t.store:
                 raise ConfigError("teacher.mode is 'cached' but teacher.store is empty")
-            cached = CachedTeacher(t.store, expect_teacher=t.name, expect_weights=t.weights or None,
+            cached = CachedTeacher(t.store, expect_teacher=trained_teacher_config(t.name, t.weights or None),
+                                   expect_weights=t.weights or None,
                                    expect_input_size=self.cfg.data.input_size, expect_dataset=self.dataset)
             return cached, cached
         if t.mode != "online":
             raise ConfigError(f"teacher.mode must be 'online' or 'cached', got {t.mode!r}")
-        teacher = build_model("teacher", t.name)
         if not t.weights:
             raise ConfigError("teacher.weights is empty: a teacher needs trained weights")
+        teacher = build_model("teacher", trained_teacher_config(t.name, t.weights))
         load_weights(teacher, t.weights)
         return OnlineTeacher(teacher, amp=None if self.cfg.train.amp == "none" else self.cfg.train.amp,
                              device=self.device), None

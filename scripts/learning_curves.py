@@ -43,6 +43,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                  ["loss.pull_factor=1e-1"]),
     "aemax": ("AE push max(0, 1 - |d|) (official option 'max') instead of exp(-d^2): full gradient for every "
               "pair closer than the decoder's threshold of 1", ["loss.ae_loss_type=max"]),
+    "tagdim2": ("2-D tags: each of the 17 tag maps is a 2-vector per pixel (AE push/pull on L2 distances)",
+                ["model.tag_dim=2"]),
+    "tagdim4": ("4-D tags per joint (17 x 4 tag channels)", ["model.tag_dim=4"]),
     "tag1": ("one shared tag map (official TAG_PER_JOINT false) instead of one per joint",
              ["model.overrides.tag_per_joint=false"]),
     "input192": ("input 192 instead of 256 (train and eval; 0.56x the pixels per step)", ["data.input_size=192"]),

@@ -3,6 +3,8 @@
 The dataclasses mirror the official `MODEL.EXTRA` yacs section in neutral, lower-case names:
 
     num_joints / tag_per_joint        MODEL.NUM_JOINTS / MODEL.TAG_PER_JOINT
+    tag_dim                           (not in the official code: 1 there) channels per tag map, i.e. a D-dim
+                                      embedding per joint; for teachers trained here only
     stages[i]                         MODEL.EXTRA.STAGE{i+2} (num_modules, num_branches, block,
                                       num_blocks, num_channels, fuse_method)
     final_conv_kernel                 MODEL.EXTRA.FINAL_CONV_KERNEL
@@ -116,6 +118,8 @@ class HigherHRNetConfig:
     stem_channels: int = 64
     layer1_planes: int = 64
     layer1_blocks: int = 4
+    # D: channels per tag map (a D-dim AE embedding). 1 in the official code and its checkpoints.
+    tag_dim: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -133,28 +137,29 @@ class HigherHRNetConfig:
                 f"(deconv.num_deconvs + 1 = {self.deconv.num_deconvs + 1})")
         if min(self.stem_channels, self.layer1_planes, self.layer1_blocks) < 1:
             raise TeacherConfigError("stem_channels, layer1_planes and layer1_blocks must be positive")
+        if self.tag_dim < 1:
+            raise TeacherConfigError(f"tag_dim (channels per tag map) must be >= 1, got {self.tag_dim}")
 
     @property
     def tag_maps(self) -> int:
         """T: tag maps per output that carries tags: K with tag_per_joint, else 1 shared map."""
         return self.num_joints if self.tag_per_joint else 1
 
-    @property
-    def tag_dim(self) -> int:
-        """D: channels per tag map; 1 for the official architecture."""
-        return 1
-
     def output_channels(self, index: int) -> int:
         """Channels of output `index` (0 = 1/4 resolution): K heatmaps (+ tag maps if it has AE loss)."""
-        return self.num_joints + (self.tag_maps if self.with_ae_loss[index] else 0)
+        return self.num_joints + (self.tag_maps * self.tag_dim if self.with_ae_loss[index] else 0)
 
     @property
     def num_outputs(self) -> int:
         return self.deconv.num_deconvs + 1
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (lists, not tuples) in the YAML layout."""
-        return plain(self)
+        """Plain dict (lists, not tuples) in the YAML layout; `tag_dim` only when not the official 1, so
+        official configs dump as they always did."""
+        out = plain(self)
+        if self.tag_dim == 1:
+            out.pop("tag_dim")
+        return out
 
 
 def config_from_dict(data: Any, source: str = "<dict>", default_name: str = "") -> HigherHRNetConfig:

@@ -149,7 +149,7 @@ class PoseHigherResolutionNet(nn.Module):
         """The output contract: J heatmaps in every output, tags where `with_ae_loss`, 1/4 then 1/2, 1/1, ..."""
         n = self.cfg.num_outputs
         return OutputLayout(self.cfg.num_joints, (True,) * n, tuple(self.cfg.with_ae_loss), self.cfg.tag_per_joint,
-                            strides=tuple(4 >> i for i in range(n)))
+                            strides=tuple(4 >> i for i in range(n)), tag_dim=self.cfg.tag_dim)
 
     def __init__(self, cfg: HigherHRNetConfig) -> None:
         super().__init__()

@@ -201,3 +201,44 @@ def test_train_a_shared_4d_student_by_override_and_load_it_back(make_synthetic_d
     image = (np.random.default_rng(0).uniform(0, 255, (80, 96, 3))).astype(np.uint8)
     pred = Predictor(model, input_size=64).predict(image, return_maps=True)
     assert pred.tags.shape[-1] == 8  # D = 4 channels x [original, flipped]
+
+
+def test_teacher_with_2d_tags_trains_loads_back_and_teaches_heatmaps(make_synthetic_dataset, tmp_path: Path) -> None:
+    """A teacher trained here may use D-dim tags (`model.tag_dim`); the official configs stay D = 1 and dump
+    without the field. Such a teacher distils heatmaps into a 1-D student; tag KD from it is a named error."""
+    from distill.config import load_config
+    from distill.models import build_model
+    from distill.predict import Predictor
+    from distill.train import train
+    from teachers import get_teacher_config
+
+    assert "tag_dim" not in get_teacher_config("higherhrnet_w32_512").to_dict()
+    root = make_synthetic_dataset(seed=0, num_train=4, num_val=2, image_size=128)
+    common = [f"data.root={root}", "data.input_size=64", "data.workers=0", "optim.batch_size=2", "optim.epochs=1",
+              "train.max_steps=1", "train.eval_every=0", "train.tensorboard=false", "train.threads=1"]
+    train(load_config(None, ["model.kind=teacher", "model.name=higherhrnet_w16_synth", "model.tag_dim=2",
+                             f"train.out={tmp_path / 'teacher'}", *common]))
+    weights = tmp_path / "teacher" / "model.pt"
+    teacher = load_model(f"teacher:higherhrnet_w16_synth:{weights}").eval()
+    assert contract_of(teacher).tag_dim == 2 and teacher.cfg.to_dict()["tag_dim"] == 2
+    assert teacher(torch.zeros(1, 3, 64, 64))[0].shape[1] == 17 + 17 * 2
+    image = (np.random.default_rng(0).uniform(0, 255, (80, 96, 3))).astype(np.uint8)
+    assert Predictor(teacher, input_size=64).predict(image, return_maps=True).tags.shape[-1] == 4
+    with pytest.raises(Exception, match="size mismatch|Missing|Unexpected|shape"):  # the registered D = 1 net
+        build_model("teacher", "higherhrnet_w16_synth").load_state_dict(
+            torch.load(weights, weights_only=True)["state_dict"])
+
+    student = ["model.kind=student", "model.name=step_s", "teacher.name=higherhrnet_w16_synth",
+               f"teacher.weights={weights}", "loss.alpha=0.5", *common]
+    train(load_config(None, [*student, f"train.out={tmp_path / 'student'}"]))
+    assert (tmp_path / "student" / "model.pt").exists()
+    # cached: the store is built from the network as trained (51 channels at 1/4), and trains a student
+    from distill.cli import main as cli_main
+    store = tmp_path / "store"
+    assert cli_main(["cache-teacher", "--teacher", "higherhrnet_w16_synth", "--weights", str(weights), "--data",
+                     str(root), "--out", str(store), "--workers", "0", "--no-progress", "--input-size", "64"]) == 0
+    train(load_config(None, [*student, "teacher.mode=cached", f"teacher.store={store}",
+                             f"train.out={tmp_path / 'student_cached'}"]))
+    assert (tmp_path / "student_cached" / "model.pt").exists()
+    with pytest.raises(ValueError, match="D > 1"):
+        train(load_config(None, [*student, "loss.tag_kd_weight=0.1", f"train.out={tmp_path / 'student_tagkd'}"]))

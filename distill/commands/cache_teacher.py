@@ -18,7 +18,7 @@ import torch
 from distill.config import input_size_arg
 from distill.data.coco import CocoKeypointDataset
 from distill.errors import AEDistillError
-from distill.models import build_model, load_weights, model_config
+from distill.models import build_model, load_weights, trained_teacher_config
 from distill.teacher_cache import RANDOM_INIT_NOTE, TeacherStore, build_store, estimate_store, weights_identity
 
 DEFAULT_INPUT_SIZE = 512
@@ -71,7 +71,8 @@ def _log(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = model_config("teacher", args.teacher)
+    # rebuilt as trained (e.g. a teacher trained here with D-dim tags)
+    cfg = trained_teacher_config(args.teacher, None if args.random_init else args.weights)
     input_size = args.input_size or cfg.input_size or DEFAULT_INPUT_SIZE
     if input_size < 64:
         raise AEDistillError(f"--input-size must be at least 64, got {input_size}")
