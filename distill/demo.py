@@ -18,6 +18,7 @@ defaults are sized for 15 minutes on a 2-core CPU; a GPU is used when present.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -29,7 +30,8 @@ from typing import Any, Callable
 import torch
 
 from distill.atomic import write_json_atomic, write_text_atomic
-from distill.bench import parse_models, run_bench, write_report
+from distill.bench import CSV_NAME, parse_models, run_bench, write_report
+from distill.evaluate import STAT_NAMES
 from distill.compare_tags import compare_tags
 from distill.config import RunConfig, TeacherSection, load_config
 from distill.data.coco import CocoKeypointDataset
@@ -253,13 +255,31 @@ def _bench(s: DemoSettings, teacher_weights: Path, report: Path) -> None:
     write_report(rows, report, title="aedistill demo: synthetic val2017")
 
 
+# compare-tags row label of each benchmarked model
+_TAG_ROW_LABELS = {"teacher": "teacher", "step_s": "17 tags", "step_s_1tag": "1 tag"}
+
+
+def _bench_stats(s: DemoSettings, report: Path) -> dict[str, dict[str, float]]:
+    """The bench stage's COCO stats (official decoding, flip, the whole val split at the demo's input size),
+    by compare-tags label: the tags stage reuses them instead of evaluating the same models again."""
+    with open(report / CSV_NAME, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for row in rows:
+        label = _TAG_ROW_LABELS.get(row["label"])
+        if (label and row["decode"] == "official" and row["flip"] == "True" and int(row["input_size"]) == s.input_size
+                and row["split"] == "val2017"):
+            out[label] = {k: float(row[k]) for k in STAT_NAMES}
+    return out
+
+
 def _compare_tags(s: DemoSettings, teacher_weights: Path, report: Path) -> None:
     out = Path(s.out)
     compare_tags(f"teacher:{TEACHER}:{teacher_weights}", out / "data", "val2017", input_size=s.input_size,
                  fit_images=min(64, s.train_images),
                  students={"17 tags": f"student:step_s:{out / 'step_s' / 'model.pt'}",
                            "1 tag": f"student:step_s_1tag:{out / 'step_s_1tag' / 'model.pt'}"},
-                 out=report, device=_device(s))
+                 out=report, device=_device(s), known_stats=_bench_stats(s, report))
 
 
 def _summary(out: Path, report: Path, stages: Stages) -> str:

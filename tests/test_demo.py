@@ -29,6 +29,21 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path: Path) -> None:
     assert student["group"] == "students" and student["settings"]["parallel_students"] is True
     assert "(side by side)" in (report / "demo.md").read_text()
 
+    # The tags stage reused the bench's stats for the teacher and the students: evaluated afresh, they are equal.
+    from distill.compare_tags import compare_tags
+    from distill.demo import _bench_stats
+
+    assert sorted(_bench_stats(s, report)) == ["1 tag", "17 tags", "teacher"]  # what the tags stage reused
+    demo = tmp_path / "demo"
+    fresh = compare_tags(f"teacher:higherhrnet_w16_synth:{demo / 'teacher' / 'model.pt'}", demo / "data", "val2017",
+                         input_size=128, rules=(), device="cpu",
+                         students={"17 tags": f"student:step_s:{demo / 'step_s' / 'model.pt'}",
+                                   "1 tag": f"student:step_s_1tag:{demo / 'step_s_1tag' / 'model.pt'}"})
+    reused = {r["row"]: r["stats"] for r in json.loads((report / "compare_tags.json").read_text())["rows"]}
+    assert [r["row"] for r in fresh] == ["teacher 17 tags", "student 17 tags", "student 1 tag"]
+    for row in fresh:
+        assert row["stats"] == reused[row["row"]], row["row"]
+
 
 def _sleep_then_touch(path: str, seconds: float) -> None:
     time.sleep(seconds)
