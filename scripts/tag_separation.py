@@ -3,7 +3,8 @@
 
 For every non-crowd person with >= 2 labelled joints inside the input frame, the model's tag (no flip,
 per-joint map of that joint) is read at each labelled joint: the spread of those values is the pull side;
-the absolute differences between the people's mean tags in one image are the push side. The official
+the distances between the people's mean tags in one image are the push side (D-dim tags: L2 distances,
+spread = root mean squared distance to the person's mean, which is the std for D = 1). The official
 decoder starts a new person when a joint's tag is >= 1 away (tag_threshold 1), so pairs of people whose
 mean tags are < 1 apart are the ones it is likely to merge.
 
@@ -39,8 +40,8 @@ def person_tag_stats(model_text: str, data: Path, split: str, input_size: int, l
     people: list[int] = []
     for i in range(min(limit, len(ds))):
         _, tags, resize = pr.predict_maps([ds.load_image(i)])[0]
-        t = tags[0, ..., 0].numpy()  # (T, H, W) at the input size
-        h, w = t.shape[1:]
+        t = tags[0].numpy()  # (T, H, W, D) at the input size
+        h, w = t.shape[1:3]
         to_input = affine_transform(resize.center, resize.scale, (w, h))
         means = []
         for ann in ds.annotations(i):
@@ -51,10 +52,11 @@ def person_tag_stats(model_text: str, data: Path, split: str, input_size: int, l
             vals = [t[min(j, t.shape[0] - 1), int(round(y)), int(round(x))] for j, ((x, y), v) in
                     enumerate(zip(xy, kps[:, 2])) if v > 0 and 0 <= round(x) < w and 0 <= round(y) < h]
             if len(vals) >= 2:
-                spreads.append(float(np.std(vals)))
-                means.append(float(np.mean(vals)))
+                v = np.stack(vals)  # (joints, D)
+                spreads.append(float(np.sqrt(((v - v.mean(0)) ** 2).sum(1).mean())))
+                means.append(v.mean(0))
         people.append(len(means))
-        gaps += [abs(a - b) for k, a in enumerate(means) for b in means[k + 1:]]
+        gaps += [float(np.linalg.norm(a - b)) for k, a in enumerate(means) for b in means[k + 1:]]
     if not gaps:
         raise SystemExit("no image with two scorable people: nothing to measure")
     g = np.asarray(gaps)
