@@ -41,7 +41,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "data2k": ("2000 training images instead of 400 (same steps)", ["data.root={root}/data2k"]),
     "pull1e-1": ("pull factor 1e-1, push stays 1e-2 (tags consistent within a person first)",
                  ["loss.pull_factor=1e-1"]),
-    "aemax": ("AE push max(0, 1 - |d|) (official option 'max') instead of exp(-d^2): full gradient for every "
+    "aemax": ("AE push max(0, 1 - abs(d)) (official option 'max') instead of exp(-d^2): full gradient for every "
               "pair closer than the decoder's threshold of 1", ["loss.ae_loss_type=max"]),
     "tagdim2": ("2-D tags: each of the 17 tag maps is a 2-vector per pixel (AE push/pull on L2 distances)",
                 ["model.tag_dim=2"]),
@@ -155,7 +155,7 @@ def table(root: Path, names: list[str], heldout: Path | None = None) -> str:
         held = heldout_scores(heldout, name)
         held_text = f"{held['AP']:.3f} ({held['APm']:.3f} / {held['APl']:.3f})" if held else "-"
         first, _, on_top = name.partition("+")  # a combined variant: name the changes on top of its first part
-        what = variant(on_top or first)[0]
+        what = variant(on_top or first)[0].replace("|", "\\|")  # a literal '|' would split the table cell
         lines.append(f"| {name} | {what} | {by_step} | {last['AP']:.3f} | "
                      f"{last.get('train_AP', float('nan')):.3f} | {held_text} | "
                      f"{minutes / 60 if minutes else float('nan'):.1f} |")

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from distill.config import load_config
     from distill.data.synthetic import ensure_dataset
+    from distill.models import trained_teacher_config
     from distill.predict import Predictor, evaluate_model
     from distill.train import MODEL_FILE, train
     from teachers import build_teacher
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.save({"state_dict": half, "model": trained["model"], "ema": trained.get("ema", False)}, buffer)
     write_bytes_atomic(weights, buffer.getvalue())
 
-    model = load_checkpoint(build_teacher(name), weights).eval()  # strict; the float16 weights as shipped
+    # strict; the float16 weights as shipped, in the architecture they were trained as (e.g. model.tag_dim)
+    model = load_checkpoint(build_teacher(trained_teacher_config(name, weights)), weights).eval()
     device = "cuda" if (args.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
     scores = {}
     for label, root in (("val_seed0", data), (f"test_seed{args.test_seed}", test)):

@@ -83,3 +83,16 @@ def test_table_shows_curve_and_heldout_column(tmp_path: Path) -> None:
     assert "250: 0.100, 500: 0.200" in row[0] and "| 0.200 | 0.210 | 0.150 (0.200 / 0.050) | 2.0 |" in row[0]
     assert lc.VARIANTS["ema"][0] in row[0] and lc.VARIANTS["focal10"][0] not in row[0]
     assert "| - |" in lc.table(tmp_path, ["focal10+ema"], None)
+
+
+def test_a_pipe_in_a_variant_text_does_not_split_its_table_cell(tmp_path: Path, monkeypatch) -> None:
+    import json
+    import re
+
+    monkeypatch.setitem(lc.VARIANTS, "pipe", ("push max(0, 1 - |d|)", []))
+    run = tmp_path / "lc_focal10+pipe"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data": {}, "optim": {}}))
+    (run / "eval_epoch005.json").write_text(json.dumps({"step": 250, "AP": 0.1, "train_AP": 0.1}))
+    row = lc.table(tmp_path, ["focal10+pipe"]).splitlines()[-1]
+    assert len(re.findall(r"(?<!\\)\|", row)) == 8  # 7 cells, as in the header
