@@ -48,15 +48,18 @@ KDType = Literal["mse", "softmax"]
 # GT heatmap term: the official MSE, or an MSE whose pixels are re-weighted so that the few foreground
 # pixels are not drowned by the background (see `heatmap_pixel_weights`).
 HeatmapLossType = Literal["mse", "weighted", "focal"]
-# Tag KD: 'absolute' (student tag = teacher tag at each GT joint) or 'relational' (the distances between
-# the tags of an image's GT joints match the teacher's: invariant to the shift and sign the AE loss leaves free).
-TagKDType = Literal["absolute", "relational"]
+# Tag KD: 'absolute' (student tag = teacher tag at each GT joint), 'relational' (the distances between
+# the tags of an image's GT joints match the teacher's) or 'person' (the distances between the people's mean
+# tags match the teacher's). The last two are invariant to the shift and sign the AE loss leaves free.
+TagKDType = Literal["absolute", "relational", "person"]
+# Forms that compare distances only, so they also work for a D > 1 student under a 1-D teacher.
+DISTANCE_TAG_KD: tuple[str, ...] = ("relational", "person")
 IndexLayout = Literal["auto", "per_joint", "shared"]
 
 __all__ = [
     "LossConfig", "DistillLoss", "TagReducer",
     "per_joint_heatmap_loss", "heatmap_loss", "heatmap_pixel_weights", "per_joint_softmax_kd_loss", "ae_loss", "tag_kd_loss",
-    "resolve_tag_index", "output_name",
+    "resolve_tag_index", "output_name", "DISTANCE_TAG_KD",
 ]
 
 
@@ -335,10 +338,14 @@ def tag_kd_loss(
     (|s_e - s_f| - |t_e - t_f|)^2, averaged over the pairs (0 for images with < 2 entries). The AE loss
     defines tags only up to a shift (and a sign), so a student can group perfectly with tags that differ
     from the teacher's by a constant: the relational form does not punish that, the absolute form does.
+    'person': the same gap match, but between the people's reference tags (mean over each person's visible
+    entries, as in the AE loss) over ordered pairs of people (0 for images with < 2 people). It transfers only
+    how far apart the teacher puts people, not how it spreads a person's own joints (the pull term's job).
     Tensors: student (B, T*D, H, W) with D = `tag_dim` channels per map (map-major), teacher (B, T, H, W)
-    with 1-D tags (reduce a per-joint teacher first for T = 1). For D > 1 only 'relational' is defined: the
-    student's distance is the L2 distance of its D-vectors (the AE loss's own metric), the teacher's stays
-    1-D, so the student learns the teacher's spacing of people whatever direction its tags take.
+    with 1-D tags (reduce a per-joint teacher first for T = 1). For D > 1 only the distance forms
+    ('relational', 'person') are defined: the student's distance is the L2 distance of its D-vectors (the AE
+    loss's own metric), the teacher's stays 1-D, so the student learns the teacher's spacing of people
+    whatever direction its tags take.
     """
     if not isinstance(student_tags, Tensor) or student_tags.dim() != 4:
         raise ValueError(f"student tag maps must be (B, T*D, H, W), got {_shape(student_tags)}")
@@ -354,10 +361,12 @@ def tag_kd_loss(
         )
     if kind not in get_args(TagKDType):
         raise ValueError(f"tag KD type must be one of {get_args(TagKDType)}, got {kind!r}")
-    if d > 1 and kind != "relational":
+    if d > 1 and kind not in DISTANCE_TAG_KD:
         raise ValueError(f"'{kind}' tag KD compares tag values, which a D = {d} student and a 1-D teacher do not "
-                         "share: use tag_kd_type 'relational' (distances) for D > 1")
+                         f"share: use a distance form {DISTANCE_TAG_KD} for D > 1")
     idx, vis = resolve_tag_index(_check_index(joint_index, b).to(student_tags.device), t, h, w, layout)
+    if kind == "person":
+        return _person_gap_loss(_gather_vectors(student_tags, idx, d), _gather(teacher_tags.detach(), idx), vis)
     if kind == "relational":
         te = _gather(teacher_tags.detach(), idx).reshape(b, -1)
         teacher_gap = (te[:, :, None] - te[:, None, :]).abs()
@@ -377,6 +386,24 @@ def tag_kd_loss(
     cnt, _, n = _segment_stats(vis)
     per_person = (d2 * vis.float()).sum(-1) / cnt.clamp(min=1)
     return per_person.sum(-1) / n.clamp(min=1)
+
+
+def _person_gap_loss(student: Tensor, teacher: Tensor, vis: Tensor) -> Tensor:
+    """(B,) mean over ordered pairs of valid people of (|m_s(p) - m_s(q)| - |m_t(p) - m_t(q)|)^2.
+
+    student (B, P, K, D) and teacher (B, P, K) tags at the index entries, vis (B, P, K); m = a person's mean
+    tag over its visible entries; the student's gap is the L2 norm of its D-vectors' difference.
+    """
+    visf = vis.float()
+    cnt, valid, _ = _segment_stats(vis)
+    m_s = (student * visf[..., None]).sum(2) / cnt.clamp(min=1)[..., None]  # (B, P, D)
+    m_t = (teacher * visf).sum(2) / cnt.clamp(min=1)  # (B, P)
+    sq = ((m_s[:, :, None] - m_s[:, None]) ** 2).sum(-1)
+    student_gap = sq.clamp_min(1e-12).sqrt()  # no NaN gradient on the diagonal (p = q, distance 0)
+    teacher_gap = (m_t[:, :, None] - m_t[:, None]).abs()
+    p = valid.shape[1]
+    pair = (valid[:, :, None] & valid[:, None] & ~torch.eye(p, dtype=torch.bool, device=vis.device)).float()
+    return (((student_gap - teacher_gap) ** 2) * pair).sum(dim=(1, 2)) / pair.sum(dim=(1, 2)).clamp(min=1)
 
 
 # ------------------------------------------------------------------------------------------------ module
@@ -521,10 +548,11 @@ class DistillLoss(nn.Module):
             tags = outputs[0][:, j:]
             index = _check_index(index, tags.shape[0]).to(tags.device)
             terms["push"], terms["pull"] = ae_loss(tags, index, cfg.ae_loss_type, cfg.tag_index_layout, cfg.tag_dim)
-            if cfg.tag_dim > 1 and cfg.tag_kd_type != "relational" and uses_tag_kd:
+            if cfg.tag_dim > 1 and cfg.tag_kd_type not in DISTANCE_TAG_KD and uses_tag_kd:
                 raise ValueError(f"tag KD '{cfg.tag_kd_type}' compares tag values, but this student has D = "
-                                 f"{cfg.tag_dim} channels per tag map: use tag_kd_type 'relational' (or tag_kd_weight 0)")
-            distillable = cfg.tag_dim == 1 or cfg.tag_kd_type == "relational"
+                                 f"{cfg.tag_dim} channels per tag map: use tag_kd_type in {DISTANCE_TAG_KD} "
+                                 "(or tag_kd_weight 0)")
+            distillable = cfg.tag_dim == 1 or cfg.tag_kd_type in DISTANCE_TAG_KD
             if teacher_outputs is not None and not uses_tag_kd and not self._teacher_tags_fit(t, teacher_outputs[0]):
                 distillable = False  # only logged, and this teacher's tags have another layout (e.g. D > 1)
             if (teacher_outputs is not None or uses_tag_kd) and distillable:

@@ -32,6 +32,7 @@ from distill.config import load_config
 from distill.data.coco import CocoKeypointDataset
 from distill.errors import AEDistillError, ensure_writable_dir
 from distill.flops import count_macs
+from distill.losses import DISTANCE_TAG_KD
 from distill.models import contract_of, load_model
 from distill.predict import evaluate_model
 from distill.teacher_tag_pca import teacher_reduction_rows
@@ -77,11 +78,11 @@ _TAG_KEYS = ("tag_maps", "tag_dim")
 
 
 def check_tag_kd(cfg: Any, run: SweepRun, recipe: str | Path) -> None:
-    """Tag KD for D > 1 must be relational: a 1-D teacher and a D-dim student share distances, not tag values."""
-    if cfg.loss.tag_kd_weight > 0 and run.tag_dim > 1 and cfg.loss.tag_kd_type != "relational":
+    """Tag KD for D > 1 must compare distances: a 1-D teacher and a D-dim student share those, not tag values."""
+    if cfg.loss.tag_kd_weight > 0 and run.tag_dim > 1 and cfg.loss.tag_kd_type not in DISTANCE_TAG_KD:
         raise SweepError(f"{recipe}: loss.tag_kd_type {cfg.loss.tag_kd_type!r} compares tag values, which a 1-D "
                          f"teacher and a D = {run.tag_dim} student do not share; use loss.tag_kd_type=relational "
-                         "(distances) or loss.tag_kd_weight=0 for a tag-length sweep")
+                         "or person (distances) or loss.tag_kd_weight=0 for a tag-length sweep")
 
 
 def _recorded(folder: Path) -> dict[str, Any] | None:

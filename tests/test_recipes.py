@@ -184,6 +184,57 @@ def test_relational_tag_kd_ignores_the_shift_and_sign_the_ae_loss_leaves_free() 
         LossConfig(tag_kd_type="cosine")  # type: ignore[arg-type]
 
 
+def _person_gap_by_loop(s: torch.Tensor, t: torch.Tensor, index: torch.Tensor, d: int) -> list[float]:
+    """Per image: mean over ordered pairs of people of (|mean s_p - mean s_q| - |mean t_p - mean t_q|)^2."""
+    hw = t.shape[2] * t.shape[3]
+    out = []
+    for bi in range(index.shape[0]):
+        means = []
+        for p in range(index.shape[1]):
+            entries = [int(index[bi, p, k, 0]) for k in range(index.shape[2]) if index[bi, p, k, 1] > 0]
+            if not entries:
+                continue
+            vecs = [s[bi, (e // hw) * d:(e // hw + 1) * d].reshape(d, -1)[:, e % hw] for e in entries]
+            means.append((torch.stack(vecs).mean(0), sum(float(t[bi].reshape(-1)[e]) for e in entries) / len(entries)))
+        gaps = [(float(torch.linalg.norm(ms - ns)) - abs(mt - nt)) ** 2
+                for i, (ms, mt) in enumerate(means) for j, (ns, nt) in enumerate(means) if i != j]
+        out.append(sum(gaps) / len(gaps) if gaps else 0.0)
+    return out
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_person_tag_kd_against_a_literal_loop(d: int) -> None:
+    from distill.losses import tag_kd_loss
+
+    s, t, index = _tag_batch(2)
+    s = torch.randn(s.shape[0], s.shape[1] * d, *s.shape[2:], generator=torch.Generator().manual_seed(d))
+    got = tag_kd_loss(s, t, index, "per_joint", "person", tag_dim=d)
+    want = _person_gap_by_loop(s, t, index, d)
+    assert want[0] > 0 and want[1] == 0.0  # image 1 holds one person: no pair
+    for bi in range(2):
+        assert float(got[bi]) == pytest.approx(want[bi], rel=1e-5, abs=1e-7)
+
+
+def test_person_tag_kd_sees_only_the_people_s_mean_tags() -> None:
+    """Shift and sign are free (as for 'relational'); so is how a person's own joints spread about its mean."""
+    from distill.losses import tag_kd_loss
+
+    s, t, index = _tag_batch(1)
+    assert float(tag_kd_loss(-(t + 3.0), t, index, "per_joint", "person").abs().max()) < 1e-5
+    spread = t.clone()
+    b0 = [(p, [int(index[0, p, k, 0]) for k in range(index.shape[2]) if index[0, p, k, 1] > 0])
+          for p in range(index.shape[1])]
+    person, entries = next((p, e) for p, e in b0 if len(set(e)) == len(e) >= 2)
+    flat = spread[0].reshape(-1)  # view: move two of one person's entries apart, keeping its mean
+    flat[entries[0]] += 0.5
+    flat[entries[1]] -= 0.5
+    others = {e for p, e2 in b0 if p != person for e in e2}
+    assert not others & {entries[0], entries[1]}
+    assert float(tag_kd_loss(spread, t, index, "per_joint", "person")[0]) < 1e-8
+    assert float(tag_kd_loss(spread, t, index, "per_joint", "relational")[0]) > 1e-3
+    assert float(tag_kd_loss(s, t, index, "per_joint", "person")[0]) > 0
+
+
 def test_non_finite_weights_are_never_saved_nor_loaded(tmp_path: Path) -> None:
     from distill.errors import CheckpointError
     from teachers import build_teacher
@@ -201,3 +252,13 @@ def test_non_finite_weights_are_never_saved_nor_loaded(tmp_path: Path) -> None:
     torch.save({"state_dict": model.state_dict()}, tmp_path / "nan.pt")
     with pytest.raises(CheckpointError, match="NaN/inf"):
         load_checkpoint(build_teacher("tiny"), tmp_path / "nan.pt")
+
+
+def test_config_tag_kd_choices_are_the_loss_s() -> None:
+    """distill.config lists the choices without importing torch; they must not drift from the loss's."""
+    from typing import get_args
+
+    from distill.config import _CHOICES
+    from distill.losses import TagKDType
+
+    assert set(_CHOICES[("loss", "tag_kd_type")]) == set(get_args(TagKDType))

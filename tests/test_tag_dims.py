@@ -145,12 +145,15 @@ def test_distill_loss_takes_d_from_the_config_and_allows_only_relational_tag_kd(
     with pytest.raises(ValueError, match="J \\+ T\\*D channels"):
         DistillLoss(LossConfig(tag_dim=3)).compute_terms(outs, hm, masks, [idx, idx])
     teacher = [torch.randn(2, 2 * J, 8, 8, generator=gen), torch.randn(2, J, 16, 16, generator=gen)]
-    with pytest.raises(ValueError, match="tag KD 'absolute' compares tag values.*use tag_kd_type 'relational'"):
+    with pytest.raises(ValueError, match="tag KD 'absolute' compares tag values.*use tag_kd_type in \\('relational', 'person'\\)"):
         DistillLoss(LossConfig(tag_dim=4, tag_kd_weight=0.1, tag_index_layout="per_joint")).compute_terms(
             outs, hm, masks, [idx, idx], teacher_outputs=teacher)
     relational = LossConfig(tag_dim=4, tag_kd_weight=0.1, tag_kd_type="relational", tag_index_layout="per_joint")
     terms = DistillLoss(relational).compute_terms(outs, hm, masks, [idx, idx], teacher_outputs=teacher)
     assert terms["tag_kd"].shape == (2,) and bool(torch.isfinite(terms["tag_kd"]).all())
+    person = LossConfig(tag_dim=4, tag_kd_weight=0.1, tag_kd_type="person", tag_index_layout="per_joint")
+    terms = DistillLoss(person).compute_terms(outs, hm, masks, [idx, idx], teacher_outputs=teacher)
+    assert terms["tag_kd"].shape == (2,) and bool((terms["tag_kd"] > 0).all())
 
 
 def test_relational_tag_kd_in_d_dims_against_a_literal_loop() -> None:

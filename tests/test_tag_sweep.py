@@ -29,6 +29,8 @@ def test_tag_kd_in_d_dimensions_must_be_relational(tmp_path: Path) -> None:
         check_tag_kd(absolute, run_d4, recipe)
     check_tag_kd(run_config(recipe, run_d4, tmp_path, ["loss.tag_kd_weight=1e-2", "loss.tag_kd_type=relational"]),
                  run_d4, recipe)
+    check_tag_kd(run_config(recipe, run_d4, tmp_path, ["loss.tag_kd_weight=1e-2", "loss.tag_kd_type=person"]),
+                 run_d4, recipe)
     run_d1 = plan(["shared"], [1], [0])[0]  # 1-D tags share values with the (reduced) teacher: absolute allowed
     check_tag_kd(run_config(recipe, run_d1, tmp_path, ["loss.tag_kd_weight=1e-2", "loss.tag_kd_type=absolute"]),
                  run_d1, recipe)
