@@ -630,7 +630,12 @@ def _np_state() -> Any:
 def train(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
     trainer = Trainer(cfg, resume=resume)
     try:
-        return trainer.fit()
+        summary = trainer.fit()
+        if trainer.distributed and dist.is_initialized():
+            # Rank 0 still writes files after the last collective; a rank that tears gloo down while its peer is
+            # busy can abort at exit ("terminate called without an active exception"). Leave together.
+            dist.barrier()
+        return summary
     finally:
         trainer.release()
         if trainer.distributed and dist.is_initialized():
