@@ -8,10 +8,16 @@ so the last column is a ratio that does not depend on the machine's speed.
 
     python scripts/bench_train.py                       # CPU, input 256, batch 8
     python scripts/bench_train.py --device cuda --amp bf16 --channels-last --batch 32 --input-size 512
+    python scripts/bench_train.py --rows student:step_s student:step_s:kd --threads 1 --precision-sweep
+
+--precision-sweep times every row four ways (fp32, bf16 autocast, channels_last, both) and prints each against
+the same row's fp32 step in the same run: on a CPU with native bf16 (AVX512-BF16/AMX) the last can be the
+cheapest way to more training steps per minute; without it bf16 is emulated and slow.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -42,7 +48,7 @@ def time_row(kind: str, name: str, kd: bool, args: argparse.Namespace, data: Pat
         loss=LossSection(alpha=0.5 if kd else 0.0, kd_type="softmax", kd_temperature=0.1,
                          push_factor=1e-2, pull_factor=1e-2),
         optim=OptimSection(epochs=1, batch_size=args.batch),
-        train=TrainSection(out=str(work / f"{kind}_{name}_{int(kd)}"), seed=0, device=args.device, amp=args.amp,
+        train=TrainSection(out=str(work / f"{kind}_{name}_{int(kd)}_{args.amp}_{int(args.channels_last)}"), seed=0, device=args.device, amp=args.amp,
                            channels_last=args.channels_last, eval_every=0, ckpt_every=0, tensorboard=False,
                            threads=args.threads or 0),
     )
@@ -78,7 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--precision-sweep", action="store_true",
+                   help="time each row in fp32, bf16, channels_last and bf16 + channels_last (ratios vs fp32)")
     args = p.parse_args(argv)
+    if args.precision_sweep:
+        return precision_sweep(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -96,10 +106,7 @@ def main(argv: list[str] | None = None) -> None:
 
         rows = []
         for spec in args.rows:
-            parts = spec.split(":")
-            if len(parts) not in (2, 3) or parts[0] not in ("teacher", "student") or parts[2:] not in ([], ["kd"]):
-                raise SystemExit(f"--rows entry {spec!r}: expected KIND:NAME[:kd] with KIND teacher or student")
-            kind, name, kd = parts[0], parts[1], parts[2:] == ["kd"]
+            kind, name, kd = _parse_row(spec)
             r = time_row(kind, name, kd, args, data, teacher_weights, work)
             rows.append((f"{name}{' (KD, online teacher)' if kd else ''}", r))
             print(f"  {rows[-1][0]}: {r['ms']:.1f} ms/step", flush=True)
@@ -113,6 +120,54 @@ def main(argv: list[str] | None = None) -> None:
     for label, r in rows:
         ratio = f"{r['ips'] / ref['ips']:.2f}x" if ref else "-"
         print(f"| {label} | {r['params'] / 1e6:.2f} | {r['ms']:.1f} | {r['ips']:.1f} | {ratio} |")
+
+
+PRECISIONS = (("fp32", "none", False), ("bf16", "bf16", False), ("fp32 channels_last", "none", True),
+              ("bf16 channels_last", "bf16", True))
+
+
+def _parse_row(spec: str) -> tuple[str, str, bool]:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in ("teacher", "student") or parts[2:] not in ([], ["kd"]):
+        raise SystemExit(f"--rows entry {spec!r}: expected KIND:NAME[:kd] with KIND teacher or student")
+    return parts[0], parts[1], parts[2:] == ["kd"]
+
+
+def precision_sweep(args: argparse.Namespace) -> None:
+    """Every row in the four precision settings; the reference is the same row's fp32 step, this run."""
+    if args.device == "cuda":
+        raise SystemExit("--precision-sweep is for the CPU; on CUDA pass --amp/--channels-last per run")
+    from distill.data.synthetic import generate_dataset
+    from teachers import build_teacher
+
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = args.data or work / "data"
+        if args.data is None:
+            generate_dataset(data, seed=0, num_train=4 * args.batch, num_val=1, image_size=args.input_size,
+                             progress=False)
+        teacher_weights = work / "teacher_random.pt"
+        torch.save(build_teacher(TEACHER).state_dict(), teacher_weights)
+        table = []
+        for spec in args.rows:
+            kind, name, kd = _parse_row(spec)
+            label = f"{name}{' (KD, online teacher)' if kd else ''}"
+            ref = None
+            for pname, amp, cl in PRECISIONS:
+                a = copy.copy(args)
+                a.amp, a.channels_last = amp, cl
+                r = time_row(kind, name, kd, a, data, teacher_weights, work)
+                ref = ref or r
+                table.append((label, pname, r, r["ips"] / ref["ips"]))
+                print(f"  {label}, {pname}: {r['ms']:.1f} ms/step", flush=True)
+    threads = args.threads or torch.get_num_threads()
+    print(f"\ntraining step by precision, cpu ({torch.backends.cpu.get_cpu_capability()}, native bf16: {native}), "
+          f"{threads} threads, input {args.input_size}, batch {args.batch}, median of {args.steps} steps after "
+          f"{args.warmup} warm-up")
+    print("| model | precision | ms/step | images/s | vs fp32 |\n|---|---|---:|---:|---:|")
+    for label, pname, r, ratio in table:
+        print(f"| {label} | {pname} | {r['ms']:.1f} | {r['ips']:.1f} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,22 @@
+"""scripts/bench_train.py: the precision sweep prints every setting against the same row's fp32 step."""
+from __future__ import annotations
+
+import pytest
+
+from tests.script_module import load_script
+
+
+def test_precision_sweep_prints_four_settings_per_row(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = load_script("bench_train")
+    bench.main(["--rows", "student:step_s", "--input-size", "64", "--batch", "2", "--steps", "1", "--warmup", "0",
+                "--threads", "1", "--precision-sweep"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| step_s |")]
+    assert [r.split("|")[2].strip() for r in rows] == [p[0] for p in bench.PRECISIONS]
+    assert rows[0].rstrip().endswith("| 1.00x |")  # the reference is the row's own fp32 step
+    assert all(float(r.split("|")[4]) > 0 for r in rows)
+
+
+def test_bad_row_is_named() -> None:
+    bench = load_script("bench_train")
+    with pytest.raises(SystemExit, match="--rows entry 'student'"):
+        bench._parse_row("student")
