@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import torch
 
+from distill.amp import AmpError, resolve_training_amp
 from distill.atomic import write_json_atomic, write_text_atomic
 from distill.bench import CSV_NAME, parse_models, run_bench, write_report
 from distill.evaluate import STAT_NAMES
@@ -58,12 +59,17 @@ class DemoSettings:
     image_size: int = 256
     input_size: int = 256
     teacher_epochs: int = 14
-    # 840 steps per student: side by side (~12 images/s each on 2 cores) this fits the 15-minute budget next
-    # to the bench; one after the other it would take ~1.5x as long (scripts/bench_demo_parallel.py: 1.54x).
-    student_epochs: int = 14
+    # 1080 steps per student: side by side in bf16 (~12-14 images/s each on 2 native-bf16 cores) this fits the
+    # 15-minute budget next to the bench; in fp32 the same budget gave 840 steps (bf16 + channels_last is 1.6x
+    # the images/s of the whole loop; docs/learning.md). One after the other would take ~1.5x as long
+    # (scripts/bench_demo_parallel.py: 1.54x).
+    student_epochs: int = 18
     batch_size: int = 8
     workers: int = 2
     device: str = "auto"
+    # Students' training precision: "auto" = bf16 autocast + channels_last on a CPU that computes bf16 in
+    # hardware (~1.8x the steps per minute; the accuracy check is in docs/learning.md), else fp32.
+    amp: str = "auto"
     # False: load the shipped pretrained teacher; True: train one from scratch (teacher_epochs).
     train_teacher: bool = False
     # Students side by side (one process each, the cores split between them): None = on a CPU with >= 2 cores.
@@ -84,7 +90,7 @@ def _overrides(s: DemoSettings, name: str, epochs: int, teacher: TeacherSection 
             f"data.workers={s.workers if workers is None else workers}",
             f"optim.epochs={epochs}", f"optim.batch_size={s.batch_size}", f"train.out={out / name}",
             f"train.seed={s.seed}", f"train.device={s.device}", "train.eval_every=0", "train.ckpt_every=50",
-            "train.tensorboard=true"]
+            "train.tensorboard=true", f"train.amp={s.amp}", f"train.channels_last={str(s.amp == 'bf16').lower()}"]
     if threads:
         over.append(f"train.threads={threads}")
     if teacher is not None:
@@ -188,6 +194,12 @@ class Stages:
 def run_demo(s: DemoSettings) -> Path:
     if s.parallel_students is None:
         s = replace(s, parallel_students=_device(s) == "cpu" and _cores() >= 2)
+    try:  # resolved before the stages record their settings: a folder trained in fp32 is not reused for bf16
+        s = replace(s, amp=resolve_training_amp(s.amp, _device(s)))
+    except AmpError as exc:
+        raise SystemExit(f"--amp: {exc}") from None
+    print(f"== students train in {'bf16 autocast + channels_last' if s.amp == 'bf16' else 'fp32'} "
+          f"(--amp {s.amp})", flush=True)
     out = Path(s.out)
     report = out / "report"
     shipped = None

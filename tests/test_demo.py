@@ -27,6 +27,11 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path: Path) -> None:
     assert json.loads(marker.read_text())["settings"]["teacher_epochs"] == 1
     student = json.loads((tmp_path / "demo" / "stages" / "student_step_s.json").read_text())
     assert student["group"] == "students" and student["settings"]["parallel_students"] is True
+    from distill.amp import resolve_training_amp
+
+    assert student["settings"]["amp"] == resolve_training_amp("auto", "cpu")  # recorded resolved, not "auto"
+    assert json.loads((tmp_path / "demo" / "step_s" / "config.json").read_text())["train"]["amp"] == \
+        student["settings"]["amp"]
     assert "(side by side)" in (report / "demo.md").read_text()
 
     # The tags stage reused the bench's stats for the teacher and the students: evaluated afresh, they are equal.
@@ -74,3 +79,27 @@ def test_a_failing_side_by_side_job_names_its_stage_and_stops_the_others(tmp_pat
         stages.run_side_by_side("pair", {"bad": (_fail, ()), "slow": (_sleep_then_touch, (str(tmp_path / "s"), 60))})
     assert time.perf_counter() - t0 < 30 and not (tmp_path / "s").exists()
     assert not (tmp_path / "stages" / "bad.json").exists() and not (tmp_path / "stages" / "slow.json").exists()
+
+
+def test_auto_precision_is_resolved_per_cpu_and_reaches_the_students(monkeypatch: pytest.MonkeyPatch) -> None:
+    import distill.amp as amp
+    from distill.demo import _overrides
+
+    monkeypatch.setattr(amp, "native_cpu_bf16", lambda: True)
+    assert amp.resolve_training_amp("auto", "cpu") == "bf16"
+    assert amp.resolve_training_amp("auto", "cuda") == "none"  # CUDA runs keep fp32 unless asked
+    monkeypatch.setattr(amp, "native_cpu_bf16", lambda: False)
+    assert amp.resolve_training_amp("auto", "cpu") == "none"  # emulated bf16 would be slower than fp32
+    assert amp.resolve_training_amp("bf16", "cpu") == "bf16"  # an explicit choice stands
+    with pytest.raises(amp.AmpError, match="fp16 autocast needs CUDA"):
+        amp.resolve_training_amp("fp16", "cpu")
+    over = _overrides(DemoSettings(amp="bf16"), "step_s", 1)
+    assert "train.amp=bf16" in over and "train.channels_last=true" in over
+    over = _overrides(DemoSettings(amp="none"), "step_s", 1)
+    assert "train.amp=none" in over and "train.channels_last=false" in over
+
+
+def test_demo_refuses_fp16_on_the_cpu_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--amp: fp16 autocast needs CUDA"):
+        run_demo(DemoSettings(out=str(tmp_path / "demo"), device="cpu", amp="fp16"))
+    assert not (tmp_path / "demo").exists()

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-images", type=int, default=d.train_images)
     parser.add_argument("--val-images", type=int, default=d.val_images)
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--amp", default=d.amp, choices=["auto", "none", "bf16", "fp16"],
+                        help="training precision (default auto: bf16 autocast + channels_last on a CPU with native "
+                             "bf16, else fp32)")
     parser.add_argument("--train-teacher", action="store_true",
                         help="train the teacher from scratch instead of loading the shipped one")
     parser.add_argument("--sequential-students", action="store_true",
@@ -30,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(out=args.out, device=args.device, teacher_epochs=args.teacher_epochs,
                             student_epochs=args.student_epochs, train_images=args.train_images,
-                            val_images=args.val_images, seed=args.seed, train_teacher=args.train_teacher,
+                            val_images=args.val_images, seed=args.seed, train_teacher=args.train_teacher, amp=args.amp,
                             parallel_students=False if args.sequential_students else None)
     ensure_writable_dir(settings.out, "--out")
     t0 = time.perf_counter()
