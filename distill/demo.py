@@ -45,6 +45,10 @@ from distill.train import MODEL_FILE, train
 from teachers.pretrained import shipped_teacher
 
 TEACHER = "higherhrnet_w16_synth"
+# Student epochs (of 60 steps) that fit the 15-minute budget on a 2-core CPU, side by side. bf16: ~15 images/s
+# each on native-bf16 cores (1080 steps took 9.7 min, the whole demo 11.1 min), so 1260 steps leave a margin;
+# fp32: 840 steps took 14.3 min (bf16 + channels_last is 1.6x the images/s of the whole loop; docs/learning.md).
+STUDENT_EPOCHS = {"bf16": 21, "none": 14}
 STUDENTS = ("step_s", "step_s_1tag")  # 17 per-joint tag maps, one shared tag map
 
 
@@ -59,11 +63,8 @@ class DemoSettings:
     image_size: int = 256
     input_size: int = 256
     teacher_epochs: int = 14
-    # 1080 steps per student: side by side in bf16 (~12-14 images/s each on 2 native-bf16 cores) this fits the
-    # 15-minute budget next to the bench; in fp32 the same budget gave 840 steps (bf16 + channels_last is 1.6x
-    # the images/s of the whole loop; docs/learning.md). One after the other would take ~1.5x as long
-    # (scripts/bench_demo_parallel.py: 1.54x).
-    student_epochs: int = 18
+    # None = sized to the 15-minute budget for the precision the students train in (STUDENT_EPOCHS).
+    student_epochs: int | None = None
     batch_size: int = 8
     workers: int = 2
     device: str = "auto"
@@ -191,15 +192,24 @@ class Stages:
         return alone + sum(groups.values())
 
 
-def run_demo(s: DemoSettings) -> Path:
+def resolve_settings(s: DemoSettings) -> DemoSettings:
+    """Fill the machine-dependent defaults (side by side, precision, student epochs) with concrete values, so
+    the stages record what ran: a folder trained in fp32 is not reused for a bf16 run."""
     if s.parallel_students is None:
         s = replace(s, parallel_students=_device(s) == "cpu" and _cores() >= 2)
-    try:  # resolved before the stages record their settings: a folder trained in fp32 is not reused for bf16
+    try:
         s = replace(s, amp=resolve_training_amp(s.amp, _device(s)))
     except AmpError as exc:
         raise SystemExit(f"--amp: {exc}") from None
+    if s.student_epochs is None:
+        s = replace(s, student_epochs=STUDENT_EPOCHS.get(s.amp, STUDENT_EPOCHS["none"]))
+    return s
+
+
+def run_demo(s: DemoSettings) -> Path:
+    s = resolve_settings(s)
     print(f"== students train in {'bf16 autocast + channels_last' if s.amp == 'bf16' else 'fp32'} "
-          f"(--amp {s.amp})", flush=True)
+          f"(--amp {s.amp}), {s.student_epochs} epochs", flush=True)
     out = Path(s.out)
     report = out / "report"
     shipped = None

@@ -103,3 +103,17 @@ def test_demo_refuses_fp16_on_the_cpu_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--amp: fp16 autocast needs CUDA"):
         run_demo(DemoSettings(out=str(tmp_path / "demo"), device="cpu", amp="fp16"))
     assert not (tmp_path / "demo").exists()
+
+
+def test_student_epochs_are_sized_for_the_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    import distill.amp as amp
+    from distill.demo import STUDENT_EPOCHS, resolve_settings
+
+    monkeypatch.setattr(amp, "native_cpu_bf16", lambda: True)
+    fast = resolve_settings(DemoSettings(device="cpu"))
+    assert (fast.amp, fast.student_epochs) == ("bf16", STUDENT_EPOCHS["bf16"])
+    monkeypatch.setattr(amp, "native_cpu_bf16", lambda: False)
+    slow = resolve_settings(DemoSettings(device="cpu"))
+    assert (slow.amp, slow.student_epochs) == ("none", STUDENT_EPOCHS["none"])
+    assert STUDENT_EPOCHS["bf16"] > STUDENT_EPOCHS["none"]  # the faster precision buys more steps in the budget
+    assert resolve_settings(DemoSettings(device="cpu", student_epochs=3)).student_epochs == 3  # a choice stands

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=d.out, help=f"demo folder (default {d.out}); reruns reuse finished stages")
     parser.add_argument("--device", default=d.device, help="auto (GPU when present), cpu or cuda")
     parser.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs)
-    parser.add_argument("--student-epochs", type=int, default=d.student_epochs)
+    parser.add_argument("--student-epochs", type=int, default=None,
+                        help="default: sized to the 15-minute budget for the training precision (21 in bf16, 14 in fp32)")
     parser.add_argument("--train-images", type=int, default=d.train_images)
     parser.add_argument("--val-images", type=int, default=d.val_images)
     parser.add_argument("--seed", type=int, default=d.seed)
