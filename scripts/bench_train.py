@@ -92,17 +92,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = args.data
-        if data is None:
-            from distill.data.synthetic import generate_dataset
-
-            data = work / "data"
-            generate_dataset(data, seed=0, num_train=4 * args.batch, num_val=1, image_size=args.input_size,
-                             progress=False)
-        from teachers import build_teacher
-
-        teacher_weights = work / "teacher_random.pt"  # speed does not depend on the weights' values
-        torch.save(build_teacher(TEACHER).state_dict(), teacher_weights)
+        data, teacher_weights = _inputs(args, work)
 
         rows = []
         for spec in args.rows:
@@ -122,6 +112,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {label} | {r['params'] / 1e6:.2f} | {r['ms']:.1f} | {r['ips']:.1f} | {ratio} |")
 
 
+def _inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
+    """The data (--data, else a small synthetic set in `work`) and a random teacher's weights (speed does not
+    depend on the weights' values)."""
+    from distill.data.synthetic import generate_dataset
+    from teachers import build_teacher
+
+    data = args.data
+    if data is None:
+        data = work / "data"
+        generate_dataset(data, seed=0, num_train=4 * args.batch, num_val=1, image_size=args.input_size,
+                         progress=False)
+    teacher_weights = work / "teacher_random.pt"
+    torch.save(build_teacher(TEACHER).state_dict(), teacher_weights)
+    return data, teacher_weights
+
+
 PRECISIONS = (("fp32", "none", False), ("bf16", "bf16", False), ("fp32 channels_last", "none", True),
               ("bf16 channels_last", "bf16", True))
 
@@ -137,18 +143,12 @@ def precision_sweep(args: argparse.Namespace) -> None:
     """Every row in the four precision settings; the reference is the same row's fp32 step, this run."""
     if args.device == "cuda":
         raise SystemExit("--precision-sweep is for the CPU; on CUDA pass --amp/--channels-last per run")
-    from distill.data.synthetic import generate_dataset
-    from teachers import build_teacher
+    from distill.amp import native_cpu_bf16
 
-    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    native = native_cpu_bf16()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = args.data or work / "data"
-        if args.data is None:
-            generate_dataset(data, seed=0, num_train=4 * args.batch, num_val=1, image_size=args.input_size,
-                             progress=False)
-        teacher_weights = work / "teacher_random.pt"
-        torch.save(build_teacher(TEACHER).state_dict(), teacher_weights)
+        data, teacher_weights = _inputs(args, work)
         table = []
         for spec in args.rows:
             kind, name, kd = _parse_row(spec)
