@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -48,8 +49,8 @@ def time_row(kind: str, name: str, kd: bool, args: argparse.Namespace, data: Pat
         loss=LossSection(alpha=0.5 if kd else 0.0, kd_type="softmax", kd_temperature=0.1,
                          push_factor=1e-2, pull_factor=1e-2),
         optim=OptimSection(epochs=1, batch_size=args.batch),
-        train=TrainSection(out=str(work / f"{kind}_{name}_{int(kd)}_{args.amp}_{int(args.channels_last)}"), seed=0, device=args.device, amp=args.amp,
-                           channels_last=args.channels_last, eval_every=0, ckpt_every=0, tensorboard=False,
+        train=TrainSection(out=str(work / f"{kind}_{name}_{int(kd)}_{args.amp}_{int(args.channels_last)}"), seed=0,
+                           device=args.device, amp=args.amp, channels_last=args.channels_last, eval_every=0, ckpt_every=0, tensorboard=False,
                            threads=args.threads or 0),
     )
     trainer = Trainer(cfg, resume=False)
@@ -91,15 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         return precision_sweep(args)
 
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        data, teacher_weights = _inputs(args, work)
-
-        rows = []
-        for spec in args.rows:
-            kind, name, kd = _parse_row(spec)
-            r = time_row(kind, name, kd, args, data, teacher_weights, work)
-            rows.append((f"{name}{' (KD, online teacher)' if kd else ''}", r))
-            print(f"  {rows[-1][0]}: {r['ms']:.1f} ms/step", flush=True)
+        rows = [(label, r) for label, _, r in _time_rows(args, Path(tmp), [("", args.amp, args.channels_last)])]
 
     ref = next((r for label, r in rows if label == TEACHER), None)
     threads = args.threads or torch.get_num_threads()
@@ -128,6 +121,23 @@ def _inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     return data, teacher_weights
 
 
+def _time_rows(args: argparse.Namespace, work: Path, settings: Sequence[tuple[str, str, bool]]
+               ) -> list[tuple[str, str, dict[str, float]]]:
+    """Time every --rows entry under each (name, amp, channels_last) setting: (row label, setting name, timing)."""
+    data, teacher_weights = _inputs(args, work)
+    out = []
+    for spec in args.rows:
+        kind, name, kd = _parse_row(spec)
+        label = f"{name}{' (KD, online teacher)' if kd else ''}"
+        for pname, amp, cl in settings:
+            a = copy.copy(args)
+            a.amp, a.channels_last = amp, cl
+            r = time_row(kind, name, kd, a, data, teacher_weights, work)
+            out.append((label, pname, r))
+            print(f"  {label}{', ' + pname if pname else ''}: {r['ms']:.1f} ms/step", flush=True)
+    return out
+
+
 PRECISIONS = (("fp32", "none", False), ("bf16", "bf16", False), ("fp32 channels_last", "none", True),
               ("bf16 channels_last", "bf16", True))
 
@@ -147,20 +157,11 @@ def precision_sweep(args: argparse.Namespace) -> None:
 
     native = native_cpu_bf16()
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        data, teacher_weights = _inputs(args, work)
-        table = []
-        for spec in args.rows:
-            kind, name, kd = _parse_row(spec)
-            label = f"{name}{' (KD, online teacher)' if kd else ''}"
-            ref = None
-            for pname, amp, cl in PRECISIONS:
-                a = copy.copy(args)
-                a.amp, a.channels_last = amp, cl
-                r = time_row(kind, name, kd, a, data, teacher_weights, work)
-                ref = ref or r
-                table.append((label, pname, r, r["ips"] / ref["ips"]))
-                print(f"  {label}, {pname}: {r['ms']:.1f} ms/step", flush=True)
+        timed = _time_rows(args, Path(tmp), PRECISIONS)
+    table = []
+    for i, (label, pname, r) in enumerate(timed):
+        ref = timed[i - i % len(PRECISIONS)][2]  # the same row's fp32 step (PRECISIONS[0])
+        table.append((label, pname, r, r["ips"] / ref["ips"]))
     threads = args.threads or torch.get_num_threads()
     print(f"\ntraining step by precision, cpu ({torch.backends.cpu.get_cpu_capability()}, native bf16: {native}), "
           f"{threads} threads, input {args.input_size}, batch {args.batch}, median of {args.steps} steps after "

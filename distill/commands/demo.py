@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from distill.amp import AMP_NAMES
 from distill.demo import DemoSettings, run_demo
 from distill.errors import ensure_writable_dir
 
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-images", type=int, default=d.train_images)
     parser.add_argument("--val-images", type=int, default=d.val_images)
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--amp", default=d.amp, choices=["auto", "none", "bf16", "fp16"],
+    parser.add_argument("--amp", default=d.amp, choices=["auto", *AMP_NAMES],
                         help="training precision (default auto: bf16 autocast + channels_last on a CPU with native "
                              "bf16, else fp32)")
     parser.add_argument("--train-teacher", action="store_true",
