@@ -13,16 +13,18 @@ Stages (each reused when already finished, so a rerun only does what is missing)
     GMACs at the input size, wall time per run. The script refuses to tabulate runs whose budgets differ.
 
     python scripts/synthetic_study.py [--seeds 0 1 2] [--root runs/study] [--ablations] [--table-only]
-                                      [--train-teacher]
+                                      [--train-teacher] [--jobs 2]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,39 @@ def _run(cmd: list[str]) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True)
     return time.perf_counter() - t0
+
+
+def _run_logged(name: str, cmd: list[str], log: Path) -> float:
+    """One run in its own process, its output in LOG (runs side by side would interleave on the terminal)."""
+    print(f"$ {' '.join(cmd)} > {log}", flush=True)
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        code = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - t0
+    print(f"[{name}] {'finished' if code == 0 else f'FAILED (exit {code}), see {log}'} after {wall / 60:.1f} min",
+          flush=True)
+    if code != 0:
+        raise RuntimeError(f"{name}: exit {code}, see {log}")
+    return wall
+
+
+def _run_students(jobs: list[tuple[str, list[str]]], parallel: int, root: Path, user_set_threads: bool) -> None:
+    """The student trainings, PARALLEL at a time; each then gets cores // PARALLEL torch threads (unless the
+    caller set train.threads), so two 1-thread runs share a 2-core CPU the way the studies were always run.
+    Every job is tried even if one fails; the failures are reported together at the end."""
+    if parallel <= 1:
+        for _, cmd in jobs:
+            _run(cmd)
+        return
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    if not user_set_threads:
+        jobs = [(name, cmd + ["--set", f"train.threads={threads}"]) for name, cmd in jobs]
+    root.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        futures = {pool.submit(_run_logged, name, cmd, root / f"{name}.log"): name for name, cmd in jobs}
+        failed = [futures[f] for f in as_completed(futures) if f.exception() is not None]
+    if failed:
+        raise SystemExit(f"{len(failed)} student run(s) failed: {', '.join(sorted(failed))} (logs in {root})")
 
 
 def _distill(*args: str) -> list[str]:
@@ -123,12 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra overrides for the STUDENT runs (the budget must stay equal across them)")
     ap.add_argument("--teacher-set", action="append", default=[], help="extra overrides for the teacher run")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="student runs N at a time, each with cores // N threads and its log in ROOT/NAME.log "
+                         "(default 1: one after the other, all threads)")
     ap.add_argument("--table-only", action="store_true", help="only tabulate the finished runs under --root")
     ap.add_argument("--rescore", action="store_true",
                     help="score every finished student again with the current code (cached per commit) and tabulate that")
     ap.add_argument("--rescore-on", type=Path, default=None, metavar="DATA",
                     help="with --rescore: score on this dataset's whole val split instead (e.g. one drawn with a fresh seed)")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be at least 1, got {args.jobs}")
     root = args.root
     runs = [(label, cfg, f"{prefix}_seed{seed}", extra, seed)
             for seed in args.seeds for label, cfg, prefix, extra in MAIN_RUNS]
@@ -161,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "--out", f"{out}_cache", "--input-size", "256", "--no-progress"))
             if out == teacher_out:
                 walls["cache"] = cache_wall
+        jobs = []
         for label, config, name, extra, seed in runs:
             extra = [e.format(root=root) for e in extra]
             out = root / name
@@ -169,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             if "GT only" in label:
                 sets = [s for s in sets if not s.startswith("teacher.")]
             if not finished(out) and (seed == args.seeds[0] or not label.startswith("ablation")):
-                _run(_distill("train", config, *_sets(sets)))
+                jobs.append((name, _distill("train", config, *_sets(sets))))
+        _run_students(jobs, args.jobs, root, user_set_threads=any(
+            s.startswith("train.threads=") for s in args.overrides))
     results: dict[str, list[tuple[int, dict[str, float], float | str, dict[str, Any]]]] = {}
     budgets: dict[tuple, list[str]] = {}
     for label, _, name, _, seed in runs:
