@@ -192,3 +192,45 @@ def test_every_command_is_a_commands_module() -> None:
         assert module.startswith("distill.commands."), name
         mod = importlib.import_module(module)
         assert callable(mod.add_arguments) and callable(mod.run), name
+
+
+def test_overlays_show_truth_then_confident_people_and_joints(tmp_path: Path, monkeypatch) -> None:
+    """The overlay's first panel is the ground truth; model panels leave out people under the score threshold
+    and, of the people kept, joints under the joint threshold."""
+    import cv2
+    import numpy as np
+
+    from distill import bench
+    from distill.keypoints import KeypointSpec
+
+    image = np.full((64, 64, 3), 128, np.uint8)
+    path = tmp_path / "img.png"
+    cv2.imwrite(str(path), image)
+    spec = KeypointSpec.coco()
+
+    def person(x: float, y: float, value: float) -> np.ndarray:
+        p = np.zeros((17, 3))
+        p[:, 0], p[:, 1], p[:, 2] = x, y, value
+        return p
+
+    truth = np.stack([person(10, 10, 2), person(30, 30, 2), person(50, 50, 0)])  # the third has no labelled joint
+    kept, weak_joint, dropped = person(10, 10, 0.9), person(30, 30, 0.9), person(50, 50, 0.9)
+    weak_joint[:, 2] = 0.1  # every joint under the joint threshold: nothing drawn
+    people = np.stack([kept, weak_joint, dropped])
+    scores = np.array([0.9, 0.8, bench.OVERLAY_SCORE_THR / 2])
+    rows = [{"label": "teacher", "kind": "teacher", "_spec": spec, "_overlays": [(str(path), people, scores, truth)]}]
+    captured = {}
+
+    def fake_side_by_side(panels, titles):
+        captured["panels"], captured["titles"] = panels, titles
+        return np.concatenate(panels, axis=1)
+
+    monkeypatch.setattr(bench, "side_by_side", fake_side_by_side)
+    written = bench.write_overlays(rows, tmp_path / "overlays")
+    assert len(written) == 1 and written[0].exists()
+    assert captured["titles"] == ["ground truth: 2 people", "teacher: 2 people"]
+    gt_panel, model_panel = captured["panels"]
+    assert (gt_panel[10, 10] != 128).any() and (gt_panel[30, 30] != 128).any() and (gt_panel[50, 50] == 128).all()
+    assert (model_panel[10, 10] != 128).any()  # confident person, confident joints
+    assert (model_panel[30, 30] == 128).all()  # kept person, but its joints are weak
+    assert (model_panel[50, 50] == 128).all()  # person under the score threshold
