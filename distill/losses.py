@@ -159,7 +159,8 @@ class _FusedHeatmapMSE(torch.autograd.Function):
 
     Why: on a CPU the heatmap terms at 1/2 resolution cost about as much as the student's convolutions when
     autograd differentiates their ~6 elementwise ops one by one; the gradient 2 (pred - gt) m w / (H W) is one
-    tensor. Values equal the plain formula's bit for bit (same ops in the same order); `weight` is a constant
+    tensor. Values equal the plain formula's bit for bit (the mask is 0/1, so grouping it with the weights
+    rounds nothing differently); `weight` is a constant
     (the focal weights use the detached prediction)."""
 
     @staticmethod
@@ -252,7 +253,8 @@ class _FusedSoftmaxKD(torch.autograd.Function):
         any_kept = keep.any(dim=-1).float()  # (B, 1)
         kl = (p_t * (log_pt - log_ps)).sum(dim=-1) * (t * t) * any_kept
         if ctx.needs_input_grad[0]:
-            grad = log_ps.exp_().sub_(p_t).masked_fill_(~keep, 0.0).mul_(t * any_kept[:, :, None])
+            # an image with nothing kept is all masked, so masked_fill_ already zeroes its gradient
+            grad = log_ps.exp_().sub_(p_t).masked_fill_(~keep, 0.0).mul_(t)
             ctx.save_for_backward(grad)
             ctx.shape, ctx.pred_dtype = pred.shape, pred.dtype
         return kl
