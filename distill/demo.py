@@ -45,10 +45,11 @@ from distill.train import MODEL_FILE, train
 from teachers.pretrained import shipped_teacher
 
 TEACHER = "higherhrnet_w16_synth"
-# Student epochs (of 60 steps) that fit the 15-minute budget on a 2-core CPU, side by side. bf16: ~15 images/s
-# each on native-bf16 cores (1080 steps took 9.7 min, the whole demo 11.1 min), so 1260 steps leave a margin;
-# fp32: 840 steps took 14.3 min (bf16 + channels_last is 1.6x the images/s of the whole loop; docs/learning.md).
-STUDENT_EPOCHS = {"bf16": 21, "none": 14}
+# Student epochs (of 60 steps) that fit the 15-minute budget on a 2-core CPU, side by side, sized for the slower
+# of the two CPUs measured: bf16 1260 steps took 10.7-11.0 min on an AMD EPYC (session 16) but 15.6-15.9 min on an
+# Intel Xeon with AMX (session 17, ~10.3 images/s each; the whole demo 18.1 min), so 900 steps there (the other
+# stages take ~2.3 min); fp32 in the same ratio (bf16 + channels_last is 1.6x the images/s of the whole loop).
+STUDENT_EPOCHS = {"bf16": 15, "none": 10}
 STUDENTS = ("step_s", "step_s_1tag")  # 17 per-joint tag maps, one shared tag map
 
 

@@ -129,7 +129,7 @@ def test_config_errors_name_file_and_field(tmp_path: Path) -> None:
     p = _write(tmp_path, base + "stage_chanels: [1]\n")
     with pytest.raises(StudentConfigError, match=r"s\.yaml: unknown field\(s\) 'stage_chanels' \(did you mean 'stage_channels'"):
         build_student(p)
-    p = _write(tmp_path, base.replace("neck_channels: 16", "neck_channels: wide"))
+    p = _write(tmp_path, base.replace("neck_channels: 32", "neck_channels: wide"))
     with pytest.raises(StudentConfigError, match=r"s\.yaml: field 'neck_channels' must be an integer, got 'wide'"):
         build_student(p)
     p = _write(tmp_path, base.replace("stage_blocks: [1, 1, 1, 1]", "stage_blocks: [1, x, 1, 1]"))
