@@ -132,8 +132,13 @@ class AEHead(nn.Module):
         return OutputLayout(self.num_joints, (True, True), (True, False), self.tag_maps == self.num_joints,
                             strides=(4, 2), tag_dim=self.tag_dim)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, tag_offset: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """`tag_offset` (B, T*D, H/4, W/4), optional: added to the 1/4 tag channels (e.g. tags from coarse
+        features, upsampled), before the deconv branch sees them."""
         y = self.final_layers[0](x)
+        if tag_offset is not None:
+            j = self.num_joints
+            y = torch.cat((y[:, :j], y[:, j:] + tag_offset), dim=1)
         z = self.deconv_layers[0](torch.cat((x, y), dim=1))
         return [y, self.final_layers[1](z)]
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from students.config import StudentConfigError
@@ -107,6 +108,7 @@ class StepStudentConfig(AEHeadFields):
     deconv_channels: int              # width of the 1/2 branch
     deconv_blocks: int = 1            # BasicBlocks after the deconv
     smooth: bool = True               # 3x3 conv-BN-ReLU after the top-down fusion at 1/4
+    coarse_tags: int = 0              # 0: off; 8/16/32: + tags from that stage's features, upsampled to 1/4
     num_joints: int = 17
     tag_per_joint: bool = True
     tag_dim: int = 1                  # D: channels of each tag map (a D-dim embedding per pixel)
@@ -126,6 +128,10 @@ class StepStudentConfig(AEHeadFields):
         self.check_head_fields(stem_channels=self.stem_channels)
         if any(c < 1 for c in self.stage_channels) or any(b < 1 for b in self.stage_blocks):
             raise StudentConfigError("stage_channels and stage_blocks must be positive")
+        strides = [4 * 2 ** i for i in range(len(self.stage_channels))]
+        if self.coarse_tags and self.coarse_tags not in strides[1:]:
+            raise StudentConfigError(f"field 'coarse_tags' must be 0 (off) or the stride of a stage after the first "
+                                     f"({strides[1:]}), got {self.coarse_tags}")
 
     @property
     def family(self) -> str:
@@ -161,10 +167,21 @@ class StepPoseNet(AEHeadNet):
         self.head = AEHead(cfg.neck_channels, cfg.num_joints, cfg.tag_per_joint, cfg.deconv_channels,
                            cfg.deconv_blocks, tag_dim=cfg.tag_dim)
         self.input_multiple = strides[-1]
+        # Tags from a coarse stage: one 1x1 conv, upsampled (bilinear) and added to the 1/4 tags, so a large
+        # person's joints can share a tag the 1/4 features alone cannot tell apart (docs/learning.md, session 19).
+        self.coarse_tag_stage = strides.index(cfg.coarse_tags) if cfg.coarse_tags else -1
+        self.coarse_tag = (nn.Conv2d(cfg.stage_channels[self.coarse_tag_stage], self.head.tag_maps * cfg.tag_dim, 1)
+                           if cfg.coarse_tags else None)
         init_student_weights(self, self.head)
+        if self.coarse_tag is not None:
+            nn.init.normal_(self.coarse_tag.weight, std=0.001)
+            nn.init.zeros_(self.coarse_tag.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The fused 1/4 features (B, neck_channels, H/4, W/4)."""
+        return self.neck(self._stage_features(x))
+
+    def _stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         h, w = x.shape[-2:]
         if h % self.input_multiple or w % self.input_multiple:
             raise ValueError(f"input size {h}x{w} is not a multiple of {self.input_multiple}")
@@ -173,10 +190,16 @@ class StepPoseNet(AEHeadNet):
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        return self.neck(feats)
+        return feats
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.head(self.forward_features(x))
+        feats = self._stage_features(x)
+        fused = self.neck(feats)
+        if self.coarse_tag is None:
+            return self.head(fused)
+        offset = F.interpolate(self.coarse_tag(feats[self.coarse_tag_stage]), size=fused.shape[-2:],
+                               mode="bilinear", align_corners=False)
+        return self.head(fused, tag_offset=offset)
 
 
 def build_step_student(cfg: StepStudentConfig) -> StepPoseNet:

@@ -247,3 +247,23 @@ def test_every_model_declares_the_contract_its_outputs_keep(kind: str, name: str
         assert out.shape[1] == layout.channels(i), (i, out.shape)
         assert out.shape[-1] == layout.output_sizes(128)[i]
     assert layout.tag_maps == (1 if name.endswith("_1tag") else layout.num_joints)
+
+
+def test_coarse_tags_add_an_upsampled_coarse_term_to_the_tag_channels_only() -> None:
+    torch.manual_seed(0)
+    base = build_student("step_s").eval()
+    coarse = build_student("step_s", coarse_tags=16).eval()
+    missing = coarse.load_state_dict(base.state_dict(), strict=False)
+    assert sorted(missing.missing_keys) == ["coarse_tag.bias", "coarse_tag.weight"] and not missing.unexpected_keys
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        coarse.coarse_tag.weight.zero_()
+        coarse.coarse_tag.bias.zero_()
+        for a, b in zip(base(x), coarse(x)):  # a zero coarse term: exactly the base network
+            torch.testing.assert_close(a, b)
+        coarse.coarse_tag.bias.fill_(0.5)  # a constant coarse term: the 1/4 tags shift by it, heatmaps do not
+        out_base, out_coarse = base(x)[0], coarse(x)[0]
+    torch.testing.assert_close(out_coarse[:, :J], out_base[:, :J])
+    torch.testing.assert_close(out_coarse[:, J:], out_base[:, J:] + 0.5)
+    with pytest.raises(StudentConfigError, match=r"field 'coarse_tags' must be 0 \(off\) .*\(\[8, 16, 32\]\), got 4"):
+        build_student("step_s", coarse_tags=4)
