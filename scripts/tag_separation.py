@@ -8,6 +8,10 @@ spread = root mean squared distance to the person's mean, which is the std for D
 decoder starts a new person when a joint's tag is >= 1 away (tag_threshold 1), so pairs of people whose
 mean tags are < 1 apart are the ones it is likely to merge.
 
+`--by-area` adds, per COCO area range (small < 32^2, medium, large >= 96^2), the median spread, the median gap
+from each person to the nearest other person of its image and the median ratio of the two: a model can spread
+all tags (a larger push) without separating people any better; the ratio is what the decoder sees.
+
     python scripts/tag_separation.py --model teacher:higherhrnet_w16_synth:teachers/pretrained/higherhrnet_w16_synth.pt \\
         --data runs/lc/heldout7 --input-size 256 --limit 40
 """
@@ -38,12 +42,13 @@ def person_tag_stats(model_text: str, data: Path, split: str, input_size: int, l
     spreads: list[float] = []
     gaps: list[float] = []
     people: list[int] = []
+    per_person: list[tuple[float, float, float]] = []  # (area, spread, gap to the nearest other person)
     for i in range(min(limit, len(ds))):
         _, tags, resize = pr.predict_maps([ds.load_image(i)])[0]
         t = tags[0].numpy()  # (T, H, W, D) at the input size
         h, w = t.shape[1:3]
         to_input = affine_transform(resize.center, resize.scale, (w, h))
-        means = []
+        means, image_people = [], []
         for ann in ds.annotations(i):
             if ann.get("iscrowd") or not ann.get("num_keypoints"):
                 continue
@@ -55,7 +60,12 @@ def person_tag_stats(model_text: str, data: Path, split: str, input_size: int, l
                 v = np.stack(vals)  # (joints, D)
                 spreads.append(float(np.sqrt(((v - v.mean(0)) ** 2).sum(1).mean())))
                 means.append(v.mean(0))
+                image_people.append((float(ann.get("area", 0.0)), spreads[-1]))
         people.append(len(means))
+        for k, (area, spread) in enumerate(image_people):
+            others = [float(np.linalg.norm(means[k] - m)) for q, m in enumerate(means) if q != k]
+            if others:
+                per_person.append((area, spread, min(others)))
         gaps += [float(np.linalg.norm(a - b)) for k, a in enumerate(means) for b in means[k + 1:]]
     if not gaps:
         raise SystemExit("no image with two scorable people: nothing to measure")
@@ -63,7 +73,23 @@ def person_tag_stats(model_text: str, data: Path, split: str, input_size: int, l
     return {"images": float(len(people)), "people_per_image": float(np.mean(people)),
             "spread_median": float(np.median(spreads)), "spread_p90": float(np.percentile(spreads, 90)),
             "gap_median": float(np.median(g)), "gap_p10": float(np.percentile(g, 10)), "pairs": float(len(g)),
-            "pairs_below_1": float((g < 1).mean())}
+            "pairs_below_1": float((g < 1).mean()), "by_area": _by_area(per_person)}
+
+
+AREA_RANGES = (("small", 0.0, 32.0 ** 2), ("medium", 32.0 ** 2, 96.0 ** 2), ("large", 96.0 ** 2, float("inf")))
+
+
+def _by_area(per_person: list[tuple[float, float, float]]) -> dict[str, dict[str, float]]:
+    """Median spread, nearest-other gap and gap/spread ratio of the people in each COCO area range."""
+    out = {}
+    rows = np.asarray(per_person, dtype=np.float64).reshape(-1, 3)
+    for name, lo, hi in AREA_RANGES:
+        sel = rows[(rows[:, 0] >= lo) & (rows[:, 0] < hi)]
+        if len(sel):
+            out[name] = {"people": float(len(sel)), "spread_median": float(np.median(sel[:, 1])),
+                         "nearest_gap_median": float(np.median(sel[:, 2])),
+                         "ratio_median": float(np.median(sel[:, 2] / np.maximum(sel[:, 1], 1e-6)))}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,15 +100,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-size", type=int, default=256)
     ap.add_argument("--limit", type=int, default=40, help="first N images")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--by-area", action="store_true", help="also a table per COCO area range (see above)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print("| model | people/img | within-person tag spread (median / p90) | between-person gap (median / p10) "
           "| person pairs < 1 apart |\n|---|---:|---:|---:|---:|")
+    stats = {}
     for text in args.model:
-        s = person_tag_stats(text, args.data, args.split, args.input_size, args.limit)
+        s = stats[text] = person_tag_stats(text, args.data, args.split, args.input_size, args.limit)
         print(f"| {text} | {s['people_per_image']:.2f} | {s['spread_median']:.3f} / {s['spread_p90']:.3f} | "
               f"{s['gap_median']:.3f} / {s['gap_p10']:.3f} | {s['pairs_below_1']:.2f} ({int(s['pairs'])} pairs) |")
+    if args.by_area:
+        print("\n| model | area | people | spread (median) | gap to the nearest other person (median) | gap / spread "
+              "(median) |\n|---|---|---:|---:|---:|---:|")
+        for text, s in stats.items():
+            for area, a in s["by_area"].items():
+                print(f"| {text} | {area} | {int(a['people'])} | {a['spread_median']:.3f} | "
+                      f"{a['nearest_gap_median']:.3f} | {a['ratio_median']:.2f} |")
     return 0
 
 
