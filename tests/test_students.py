@@ -251,8 +251,9 @@ def test_every_model_declares_the_contract_its_outputs_keep(kind: str, name: str
 
 def test_coarse_tags_add_an_upsampled_coarse_term_to_the_tag_channels_only() -> None:
     torch.manual_seed(0)
-    base = build_student("step_s").eval()
+    base = build_student("step_s", coarse_tags=0).eval()
     coarse = build_student("step_s", coarse_tags=16).eval()
+    assert build_student("step_s").cfg.coarse_tags == 32  # the shipped config's setting
     missing = coarse.load_state_dict(base.state_dict(), strict=False)
     assert sorted(missing.missing_keys) == ["coarse_tag.bias", "coarse_tag.weight"] and not missing.unexpected_keys
     x = torch.randn(2, 3, 64, 96)
