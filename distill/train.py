@@ -287,6 +287,11 @@ class Trainer:
 
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self._fit_t0: float | None = None
+        # Wall time and images of earlier sessions of this run (from the checkpoint), so that a resumed run's
+        # summary reports the whole run, and resuming a finished run does not overwrite it with ~0 s.
+        self.seconds_before = 0.0
+        self.images_before = 0
+        self._images_now = 0
         self.history: list[dict[str, float]] = []
         self.resumes: list[dict[str, Any]] = []  # resume overrides: {"step", "changes": {key: [old, new]}}
         self.best_ap = -1.0
@@ -345,10 +350,15 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "history": self.history, "best_ap": self.best_ap, "config": self.cfg.to_dict(), "resumes": self.resumes,
+            "train_seconds": self._run_seconds(), "images_seen": self.images_before + self._images_now,
             "tag_reducer": self.tag_reducer.state_dict() if self.tag_reducer else {},
             "ema": self.ema.state_dict() if self.ema else {},
             "rng": {"torch": torch.get_rng_state(), "numpy": _np_state(), "python": repr(random.getstate())},
         }
+
+    def _run_seconds(self) -> float:
+        """Wall seconds of the whole run: earlier sessions (checkpoint) + this one's fit so far."""
+        return self.seconds_before + (time.perf_counter() - self._fit_t0 if self._fit_t0 else 0.0)
 
     def save_checkpoint(self) -> None:
         if self.rank != 0:
@@ -387,6 +397,8 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.history = list(state["history"])
         self.best_ap = float(state["best_ap"])
+        self.seconds_before = float(state.get("train_seconds", 0.0))  # absent in checkpoints before session 19
+        self.images_before = int(state.get("images_seen", 0))
         if self.tag_reducer is not None and state["tag_reducer"]:
             self.tag_reducer.load_state_dict(state["tag_reducer"])
         if self.ema is not None:
@@ -453,7 +465,7 @@ class Trainer:
         self._maybe_fit_tag_reducer()
         max_steps = cfg.train.max_steps or cfg.optim.epochs * self.steps_per_epoch
         t0 = self._fit_t0 = time.perf_counter()
-        images_seen = 0
+        images_seen = self._images_now = 0
         out_of_time = False
         while self.epoch < cfg.optim.epochs and self.global_step < max_steps and not out_of_time:
             self.dataset.set_epoch(self.epoch)
@@ -466,6 +478,7 @@ class Trainer:
                 self.step_in_epoch += 1
                 self.global_step += 1
                 images_seen += cfg.optim.batch_size * self.world
+                self._images_now = images_seen
                 self.history.append({"step": self.global_step, **logs})
                 if self.writer and self.global_step % max(1, cfg.train.log_every) == 0:
                     for k, v in logs.items():
@@ -491,8 +504,10 @@ class Trainer:
         self.save_checkpoint()  # also when stopped by max_steps mid-epoch, so the run can continue
         if self.distributed:
             self._check_replicas_agree()
-        result = {"steps": self.global_step, "train_seconds": wall,
-                  "images_per_second": images_seen / wall if wall > 0 else 0.0,
+        total_seconds, total_images = self.seconds_before + wall, self.images_before + images_seen
+        result = {"steps": self.global_step, "train_seconds": total_seconds,
+                  "images_per_second": total_images / total_seconds if total_seconds > 0 else 0.0,
+                  "session_seconds": wall,
                   "final_loss": self.history[-1]["total"] if self.history else None}
         if self.rank == 0:
             save_model_file(self.out / MODEL_FILE, self.final_model, cfg,
@@ -552,7 +567,7 @@ class Trainer:
         self.model.train()
         self.best_ap = max(self.best_ap, stats["AP"])
         record = {**stats, "step": self.global_step, "epoch": self.epoch,
-                  "train_seconds": time.perf_counter() - self._fit_t0 if self._fit_t0 else None}
+                  "train_seconds": self._run_seconds()}
         write_json_atomic(self.out / f"eval_epoch{self.epoch:03d}.json", record, indent=2)
         print(f"[{self.out.name}] eval after epoch {self.epoch} step {self.global_step}: AP={stats['AP']:.3f} "
               f"AP50={stats['AP50']:.3f} AR={stats['AR']:.3f}{train_note}", flush=True)

@@ -147,6 +147,23 @@ def test_max_minutes_stops_early_and_the_run_resumes(tmp_path: Path, data_dir: P
     assert train(load_config(path))["steps"] == 12  # resumed to the end of the 3 epochs
 
 
+def test_a_resumed_runs_summary_counts_the_whole_runs_time(tmp_path: Path, data_dir: Path) -> None:
+    """Interrupted + resumed: train_seconds covers both sessions; resuming a finished run keeps its record."""
+    import json
+
+    path = _config(tmp_path, data_dir, "twice")
+    first = train(load_config(path, ["train.max_steps=3"]))
+    whole = train(load_config(path))
+    assert whole["steps"] == 12 and whole["train_seconds"] > first["train_seconds"] > 0
+    # (the checkpoint records the time a little after the summary did: the final save comes after it)
+    assert whole["train_seconds"] == pytest.approx(first["train_seconds"] + whole["session_seconds"], abs=0.5)
+    again = train(load_config(path))  # nothing left to train
+    summary = json.loads((tmp_path / "twice" / "train_summary.json").read_text())
+    assert again["session_seconds"] < whole["session_seconds"]
+    assert summary["train_seconds"] >= whole["train_seconds"] and summary["steps"] == 12
+    assert summary["images_per_second"] == pytest.approx(12 * 2 / summary["train_seconds"])
+
+
 @pytest.mark.parametrize("override,message", [
     ("optim.lr=-1", "optim.lr = -1"), ("optim.lr=.nan", "optim.lr"), ("data.input_size=100", "multiple of 64"),
     ("data.input_size=0", "multiple of 64"), ("data.workers=-1", "data.workers = -1: must be >= 0"),
