@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Train the synthetic teacher that the project ships (teachers/pretrained/), in one command.
 
-    python scripts/pretrain_synth_teacher.py                 # CPU with native bf16: about an hour on 2 cores; GPU: minutes
+    python scripts/pretrain_synth_teacher.py                 # v5: CPU with native bf16 ~2 h on 2 cores; GPU: minutes
+    python scripts/pretrain_synth_teacher.py --no-finetune   # v4 (stage 1 only, 8000 steps, ~1 h)
     python scripts/pretrain_synth_teacher.py --config configs/train/synth_teacher_adamw_step.yaml   # v3 (fp32, 3500 steps)
     python scripts/pretrain_synth_teacher.py --device cuda --set optim.batch_size=32
     python scripts/pretrain_synth_teacher.py --config configs/train/synth_teacher_pretrain.yaml \
@@ -12,8 +13,9 @@ Stages (each resumable; rerunning continues an interrupted training):
  2. a held-out test split generated with another seed (--test-seed, default 7) that no recipe was tuned on;
  3. `distill train CONFIG` (default configs/train/synth_teacher_bf16_long.yaml: the shipped v4 recipe, the v3
     recipe of synth_teacher_adamw_step.yaml in bf16 autocast for 8000 steps instead of 3500);
- 3b. only with --finetune FINETUNE: stage 2, `distill train FINETUNE` from stage 1's EMA weights
-    (`model.weights`), as the v2 teacher was made (configs/train/synth_teacher_finetune.yaml);
+ 3b. stage 2, `distill train FINETUNE` from stage 1's EMA weights (`model.weights`): by default (with the default
+    --config) configs/train/synth_teacher_v5_stage2.yaml, the shipped v5 (6000 more steps of the same recipe);
+    --finetune FILE picks another (the v2 teacher: configs/train/synth_teacher_finetune.yaml), --no-finetune none;
  4. the final weights rounded to float16, evaluated (flip test, official decoding) on the seed-0 val split
     and on the held-out split, then written to teachers/pretrained/NAME.pt with NAME.json beside it:
     config, command, sha256, scores, wall time, versions.
@@ -37,6 +39,7 @@ sys.path.insert(0, str(REPO))
 from distill.atomic import write_bytes_atomic, write_json_atomic  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "configs" / "train" / "synth_teacher_bf16_long.yaml"
+DEFAULT_FINETUNE = REPO / "configs" / "train" / "synth_teacher_v5_stage2.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,12 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-seed", type=int, default=7, help="seed of the held-out split (never tuned on)")
     p.add_argument("--test-images", type=int, default=200)
     p.add_argument("--finetune", type=Path, default=None,
-                   help="a stage-2 config trained from stage 1's weights (none by default)")
+                   help="a stage-2 config trained from stage 1's weights (default: the v5 stage 2 with the default "
+                        "--config, none with another)")
+    p.add_argument("--no-finetune", action="store_true", help="stage 1 only (teacher v4 with the default --config)")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--dest", type=Path, default=REPO / "teachers" / "pretrained")
     p.add_argument("--eval-only", action="store_true", help="skip training (use the finished run)")
     args = p.parse_args(argv)
+    if args.no_finetune and args.finetune is not None:
+        p.error("--finetune and --no-finetune exclude each other")
+    if args.finetune is None and not args.no_finetune and args.config.resolve() == DEFAULT_CONFIG:
+        args.finetune = DEFAULT_FINETUNE
 
     from distill.config import load_config
     from distill.data.synthetic import ensure_dataset
