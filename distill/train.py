@@ -17,6 +17,7 @@ the epoch permutation; rank 0 writes checkpoints, TensorBoard and evaluations.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import random
@@ -356,6 +357,16 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "numpy": _np_state(), "python": repr(random.getstate())},
         }
 
+    def _times_from_old_summary(self, step: int) -> None:
+        summary = self.out / "train_summary.json"
+        try:
+            record = json.loads(summary.read_text())
+            if int(record["steps"]) == step:
+                self.seconds_before = float(record["train_seconds"])
+                self.images_before = round(float(record["images_per_second"]) * self.seconds_before)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # no usable summary: the time of the earlier sessions is unknown (counted as 0, as before)
+
     def _run_seconds(self) -> float:
         """Wall seconds of the whole run: earlier sessions (checkpoint) + this one's fit so far."""
         return self.seconds_before + (time.perf_counter() - self._fit_t0 if self._fit_t0 else 0.0)
@@ -399,6 +410,8 @@ class Trainer:
         self.best_ap = float(state["best_ap"])
         self.seconds_before = float(state.get("train_seconds", 0.0))  # absent in checkpoints before session 19
         self.images_before = int(state.get("images_seen", 0))
+        if "train_seconds" not in state:  # an older checkpoint: the summary of a finished run still has the time
+            self._times_from_old_summary(int(state["global_step"]))
         if self.tag_reducer is not None and state["tag_reducer"]:
             self.tag_reducer.load_state_dict(state["tag_reducer"])
         if self.ema is not None:

@@ -15,7 +15,8 @@ Stages (each resumable; rerunning continues an interrupted training):
     recipe of synth_teacher_adamw_step.yaml in bf16 autocast for 8000 steps instead of 3500);
  3b. stage 2, `distill train FINETUNE` from stage 1's EMA weights (`model.weights`): by default (with the default
     --config) configs/train/synth_teacher_v5_stage2.yaml, the shipped v5 (6000 more steps of the same recipe);
-    --finetune FILE picks another (the v2 teacher: configs/train/synth_teacher_finetune.yaml), --no-finetune none;
+    --finetune FILE picks another (the v2 teacher: configs/train/synth_teacher_finetune.yaml; repeat it for more
+    stages, each from the previous one's weights), --no-finetune none;
  4. the final weights rounded to float16, evaluated (flip test, official decoding) on the seed-0 val split
     and on the held-out split, then written to teachers/pretrained/NAME.pt with NAME.json beside it:
     config, command, sha256, scores, wall time, versions.
@@ -49,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-images", type=int, default=2000)
     p.add_argument("--test-seed", type=int, default=7, help="seed of the held-out split (never tuned on)")
     p.add_argument("--test-images", type=int, default=200)
-    p.add_argument("--finetune", type=Path, default=None,
-                   help="a stage-2 config trained from stage 1's weights (default: the v5 stage 2 with the default "
-                        "--config, none with another)")
+    p.add_argument("--finetune", type=Path, action="append", default=None,
+                   help="a further stage's config, trained from the previous stage's weights; repeatable, in order "
+                        "(default: the v5 stage 2 with the default --config, none with another)")
     p.add_argument("--no-finetune", action="store_true", help="stage 1 only (teacher v4 with the default --config)")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_finetune and args.finetune is not None:
         p.error("--finetune and --no-finetune exclude each other")
     if args.finetune is None and not args.no_finetune and args.config.resolve() == DEFAULT_CONFIG:
-        args.finetune = DEFAULT_FINETUNE
+        args.finetune = [DEFAULT_FINETUNE]
 
     from distill.config import load_config
     from distill.data.synthetic import ensure_dataset
@@ -78,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, [f"data.root={data}", f"train.out={args.root / 'teacher'}",
                                     f"train.device={args.device}", *args.overrides])
     stages = [cfg]
-    if args.finetune is not None:
-        stages.append(load_config(args.finetune, [
-            f"data.root={data}", f"train.out={args.root / 'teacher_ft'}", f"train.device={args.device}",
-            f"model.weights={Path(cfg.train.out) / MODEL_FILE}", *args.overrides]))
+    for k, finetune in enumerate(args.finetune or [], start=1):  # stage k+1 starts from stage k's (EMA) weights
+        out = args.root / ("teacher_ft" if k == 1 else f"teacher_ft{k}")
+        stages.append(load_config(finetune, [
+            f"data.root={data}", f"train.out={out}", f"train.device={args.device}",
+            f"model.weights={Path(stages[-1].train.out) / MODEL_FILE}", *args.overrides]))
     t0 = time.perf_counter()
     if not args.eval_only:
         for stage in stages:

@@ -162,6 +162,12 @@ def test_a_resumed_runs_summary_counts_the_whole_runs_time(tmp_path: Path, data_
     assert again["session_seconds"] < whole["session_seconds"]
     assert summary["train_seconds"] >= whole["train_seconds"] and summary["steps"] == 12
     assert summary["images_per_second"] == pytest.approx(12 * 2 / summary["train_seconds"])
+    state = torch.load(tmp_path / "twice" / CHECKPOINT, weights_only=True)  # as written before the time was kept
+    del state["train_seconds"], state["images_seen"]
+    torch.save(state, tmp_path / "twice" / CHECKPOINT)
+    train(load_config(path))  # the finished run's summary still supplies its time
+    old = json.loads((tmp_path / "twice" / "train_summary.json").read_text())
+    assert old["train_seconds"] >= summary["train_seconds"]
 
 
 @pytest.mark.parametrize("override,message", [
