@@ -478,7 +478,7 @@ class Trainer:
         self._maybe_fit_tag_reducer()
         max_steps = cfg.train.max_steps or cfg.optim.epochs * self.steps_per_epoch
         t0 = self._fit_t0 = time.perf_counter()
-        images_seen = self._images_now = 0
+        self._images_now = 0
         out_of_time = False
         while self.epoch < cfg.optim.epochs and self.global_step < max_steps and not out_of_time:
             self.dataset.set_epoch(self.epoch)
@@ -490,8 +490,7 @@ class Trainer:
                 logs = self.train_step(batch)
                 self.step_in_epoch += 1
                 self.global_step += 1
-                images_seen += cfg.optim.batch_size * self.world
-                self._images_now = images_seen
+                self._images_now += cfg.optim.batch_size * self.world
                 self.history.append({"step": self.global_step, **logs})
                 if self.writer and self.global_step % max(1, cfg.train.log_every) == 0:
                     for k, v in logs.items():
@@ -508,7 +507,7 @@ class Trainer:
             if self.step_in_epoch >= self.steps_per_epoch:
                 self.epoch += 1
                 self.step_in_epoch = 0
-                self._log_epoch(t0, images_seen)
+                self._log_epoch(t0, self._images_now)
                 last = self.epoch >= cfg.optim.epochs or self.global_step >= max_steps
                 if cfg.train.eval_every and (self.epoch % cfg.train.eval_every == 0 or last):
                     self.evaluate()
@@ -517,7 +516,7 @@ class Trainer:
         self.save_checkpoint()  # also when stopped by max_steps mid-epoch, so the run can continue
         if self.distributed:
             self._check_replicas_agree()
-        total_seconds, total_images = self.seconds_before + wall, self.images_before + images_seen
+        total_seconds, total_images = self.seconds_before + wall, self.images_before + self._images_now
         result = {"steps": self.global_step, "train_seconds": total_seconds,
                   "images_per_second": total_images / total_seconds if total_seconds > 0 else 0.0,
                   "session_seconds": wall,

@@ -76,14 +76,18 @@ def person_tag_stats(model_text: str, data: Path, split: str, input_size: int, l
             "pairs_below_1": float((g < 1).mean()), "by_area": _by_area(per_person)}
 
 
-AREA_RANGES = (("small", 0.0, 32.0 ** 2), ("medium", 32.0 ** 2, 96.0 ** 2), ("large", 96.0 ** 2, float("inf")))
+def _area_ranges() -> tuple[tuple[str, float, float], ...]:
+    from distill.data.synthetic import MEDIUM_MAX_AREA, SMALL_MAX_AREA  # pycocotools' areaRng
+
+    return (("small", 0.0, SMALL_MAX_AREA), ("medium", SMALL_MAX_AREA, MEDIUM_MAX_AREA),
+            ("large", MEDIUM_MAX_AREA, float("inf")))
 
 
 def _by_area(per_person: list[tuple[float, float, float]]) -> dict[str, dict[str, float]]:
     """Median spread, nearest-other gap and gap/spread ratio of the people in each COCO area range."""
     out = {}
     rows = np.asarray(per_person, dtype=np.float64).reshape(-1, 3)
-    for name, lo, hi in AREA_RANGES:
+    for name, lo, hi in _area_ranges():
         sel = rows[(rows[:, 0] >= lo) & (rows[:, 0] < hi)]
         if len(sel):
             out[name] = {"people": float(len(sel)), "spread_median": float(np.median(sel[:, 1])),

@@ -128,7 +128,7 @@ class StepStudentConfig(AEHeadFields):
         self.check_head_fields(stem_channels=self.stem_channels)
         if any(c < 1 for c in self.stage_channels) or any(b < 1 for b in self.stage_blocks):
             raise StudentConfigError("stage_channels and stage_blocks must be positive")
-        strides = [4 * 2 ** i for i in range(len(self.stage_channels))]
+        strides = self.strides
         if self.coarse_tags and self.coarse_tags not in strides[1:]:
             raise StudentConfigError(f"field 'coarse_tags' must be 0 (off) or the stride of a stage after the first "
                                      f"({strides[1:]}), got {self.coarse_tags}")
@@ -136,6 +136,11 @@ class StepStudentConfig(AEHeadFields):
     @property
     def family(self) -> str:
         return "step"
+
+    @property
+    def strides(self) -> list[int]:
+        """Output stride of each stage: 4, 8, 16, 32."""
+        return [4 * 2 ** i for i in range(len(self.stage_channels))]
 
 
 class StepPoseNet(AEHeadNet):
@@ -162,7 +167,7 @@ class StepPoseNet(AEHeadNet):
                 in_ch = width
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
-        strides = [4 * 2 ** i for i in range(len(cfg.stage_channels))]
+        strides = cfg.strides
         self.neck = TopDownFusion(cfg.stage_channels, strides, cfg.neck_channels, smooth=cfg.smooth)
         self.head = AEHead(cfg.neck_channels, cfg.num_joints, cfg.tag_per_joint, cfg.deconv_channels,
                            cfg.deconv_blocks, tag_dim=cfg.tag_dim)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -149,8 +150,6 @@ def test_max_minutes_stops_early_and_the_run_resumes(tmp_path: Path, data_dir: P
 
 def test_a_resumed_runs_summary_counts_the_whole_runs_time(tmp_path: Path, data_dir: Path) -> None:
     """Interrupted + resumed: train_seconds covers both sessions; resuming a finished run keeps its record."""
-    import json
-
     path = _config(tmp_path, data_dir, "twice")
     first = train(load_config(path, ["train.max_steps=3"]))
     whole = train(load_config(path))
