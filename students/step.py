@@ -109,6 +109,8 @@ class StepStudentConfig(AEHeadFields):
     deconv_blocks: int = 1            # BasicBlocks after the deconv
     smooth: bool = True               # 3x3 conv-BN-ReLU after the top-down fusion at 1/4
     coarse_tags: int = 0              # 0: off; 8/16/32: + tags from that stage's features, upsampled to 1/4
+    coarse_tag_hidden: int = 0        # 0: the coarse tags are one 1x1 conv; >0: a 3x3 conv-BN-ReLU of this width first
+    coarse_tag_coords: bool = False   # the coarse tags' last conv also sees each cell's (x, y) image position
     num_joints: int = 17
     tag_per_joint: bool = True
     tag_dim: int = 1                  # D: channels of each tag map (a D-dim embedding per pixel)
@@ -132,6 +134,11 @@ class StepStudentConfig(AEHeadFields):
         if self.coarse_tags and self.coarse_tags not in strides[1:]:
             raise StudentConfigError(f"field 'coarse_tags' must be 0 (off) or the stride of a stage after the first "
                                      f"({strides[1:]}), got {self.coarse_tags}")
+        if self.coarse_tag_hidden < 0 or (self.coarse_tag_hidden and not self.coarse_tags):
+            raise StudentConfigError(f"field 'coarse_tag_hidden' must be 0, or > 0 with coarse_tags on; got "
+                                     f"{self.coarse_tag_hidden} with coarse_tags={self.coarse_tags}")
+        if self.coarse_tag_coords and not self.coarse_tags:
+            raise StudentConfigError("field 'coarse_tag_coords' needs coarse_tags on (a stride of 8, 16 or 32)")
 
     @property
     def family(self) -> str:
@@ -141,6 +148,18 @@ class StepStudentConfig(AEHeadFields):
     def strides(self) -> list[int]:
         """Output stride of each stage: 4, 8, 16, 32."""
         return [4 * 2 ** i for i in range(len(self.stage_channels))]
+
+
+COORD_UNIT = 64.0  # input pixels per unit of the coordinate channels (coarse_tag_coords)
+
+
+def cell_positions(like: torch.Tensor, stride: int) -> torch.Tensor:
+    """(B, 2, h, w): the input-pixel (x, y) of each cell centre of a stride-`stride` map, / COORD_UNIT."""
+    b, _, h, w = like.shape
+    ys = (torch.arange(h, device=like.device, dtype=like.dtype) + 0.5) * (stride / COORD_UNIT)
+    xs = (torch.arange(w, device=like.device, dtype=like.dtype) + 0.5) * (stride / COORD_UNIT)
+    grid = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)])
+    return grid.unsqueeze(0).expand(b, 2, h, w).to(memory_format=torch.contiguous_format)
 
 
 class StepPoseNet(AEHeadNet):
@@ -175,12 +194,37 @@ class StepPoseNet(AEHeadNet):
         # Tags from a coarse stage: one 1x1 conv, upsampled (bilinear) and added to the 1/4 tags, so a large
         # person's joints can share a tag the 1/4 features alone cannot tell apart (docs/learning.md, session 19).
         self.coarse_tag_stage = strides.index(cfg.coarse_tags) if cfg.coarse_tags else -1
-        self.coarse_tag = (nn.Conv2d(cfg.stage_channels[self.coarse_tag_stage], self.head.tag_maps * cfg.tag_dim, 1)
-                           if cfg.coarse_tags else None)
+        self.coarse_tag = self._coarse_tag_layers(cfg) if cfg.coarse_tags else None
         init_student_weights(self, self.head)
         if self.coarse_tag is not None:
-            nn.init.normal_(self.coarse_tag.weight, std=0.001)
-            nn.init.zeros_(self.coarse_tag.bias)
+            last = self.coarse_tag if isinstance(self.coarse_tag, nn.Conv2d) else self.coarse_tag[-1]
+            nn.init.normal_(last.weight, std=0.001)
+            nn.init.zeros_(last.bias)
+
+    def _coarse_tag_layers(self, cfg: StepStudentConfig) -> nn.Module:
+        """One 1x1 conv (state_dict keys coarse_tag.weight/bias), or a 3x3 conv-BN-ReLU + 1x1 conv: a person-wide
+        context at the coarse stride for what the tag should be. With coords the last conv has 2 more inputs."""
+        in_ch, out_ch = cfg.stage_channels[self.coarse_tag_stage], self.head.tag_maps * cfg.tag_dim
+        extra = 2 if cfg.coarse_tag_coords else 0
+        if not cfg.coarse_tag_hidden:
+            return nn.Conv2d(in_ch + extra, out_ch, 1)
+        return nn.Sequential(ConvBNReLU(in_ch, cfg.coarse_tag_hidden, 3),
+                             nn.Conv2d(cfg.coarse_tag_hidden + extra, out_ch, 1))
+
+    def _coarse_tag_offset(self, feat: torch.Tensor) -> torch.Tensor:
+        """The coarse tag term at the coarse stride (before upsampling).
+
+        Why coords: a convolutional net gives two people who look alike the same features, so its tags can only
+        tell them apart through context; with each cell's image position as an input the last (linear) conv can
+        make a tag like "where this person is" from features that say where the person's centre lies relative to
+        the cell. Positions are in units of COORD_UNIT input pixels, so they mean the same at any input size."""
+        if not self.cfg.coarse_tag_coords:
+            return self.coarse_tag(feat)
+        if isinstance(self.coarse_tag, nn.Sequential):
+            hidden, last = self.coarse_tag[0](feat), self.coarse_tag[1]
+        else:
+            hidden, last = feat, self.coarse_tag
+        return last(torch.cat([hidden, cell_positions(hidden, self.cfg.coarse_tags)], dim=1))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The fused 1/4 features (B, neck_channels, H/4, W/4)."""
@@ -202,7 +246,7 @@ class StepPoseNet(AEHeadNet):
         fused = self.neck(feats)
         if self.coarse_tag is None:
             return self.head(fused)
-        offset = F.interpolate(self.coarse_tag(feats[self.coarse_tag_stage]), size=fused.shape[-2:],
+        offset = F.interpolate(self._coarse_tag_offset(feats[self.coarse_tag_stage]), size=fused.shape[-2:],
                                mode="bilinear", align_corners=False)
         return self.head(fused, tag_offset=offset)
 

@@ -268,3 +268,51 @@ def test_coarse_tags_add_an_upsampled_coarse_term_to_the_tag_channels_only() -> 
     torch.testing.assert_close(out_coarse[:, J:], out_base[:, J:] + 0.5)
     with pytest.raises(StudentConfigError, match=r"field 'coarse_tags' must be 0 \(off\) .*\(\[8, 16, 32\]\), got 4"):
         build_student("step_s", coarse_tags=4)
+
+
+def test_coarse_tag_hidden_adds_a_3x3_layer_that_starts_near_zero_and_checks_its_field() -> None:
+    torch.manual_seed(0)
+    plain = build_student("step_s", coarse_tags=32)
+    hidden = build_student("step_s", coarse_tags=32, coarse_tag_hidden=24)
+    keys = {k for k in hidden.state_dict() if k.startswith("coarse_tag.")}
+    assert "coarse_tag.0.0.weight" in keys and tuple(hidden.state_dict()["coarse_tag.0.0.weight"].shape) == (24, 192, 3, 3)
+    assert tuple(hidden.state_dict()["coarse_tag.1.weight"].shape) == (17, 24, 1, 1)
+    assert {k for k in plain.state_dict() if k.startswith("coarse_tag.")} == {"coarse_tag.weight", "coarse_tag.bias"}
+    x = torch.randn(2, 3, 64, 64)
+    hidden.eval()
+    with torch.no_grad():
+        with_term = hidden(x)[0]
+        hidden.coarse_tag[1].weight.zero_()
+        without = hidden(x)[0]
+        hidden.coarse_tag[1].bias.fill_(0.25)  # the layer's output reaches the tag channels only
+        shifted = hidden(x)[0]
+    assert 0 < (with_term - without).abs().max() < 0.1  # small init: training starts near the network without it
+    torch.testing.assert_close(shifted[:, :J], without[:, :J])
+    torch.testing.assert_close(shifted[:, J:], without[:, J:] + 0.25)
+    with pytest.raises(StudentConfigError, match=r"field 'coarse_tag_hidden' must be 0, or > 0 with coarse_tags on"):
+        build_student("step_s", coarse_tags=0, coarse_tag_hidden=8)
+
+
+def test_coarse_tag_coords_feed_each_cells_image_position_to_the_last_conv() -> None:
+    from students.step import COORD_UNIT, cell_positions
+
+    pos = cell_positions(torch.zeros(2, 5, 3, 4), 32)
+    assert pos.shape == (2, 2, 3, 4)
+    torch.testing.assert_close(pos[0, 0, 1], (torch.arange(4.0) + 0.5) * 32 / COORD_UNIT)  # x along the width
+    torch.testing.assert_close(pos[1, 1, :, 2], (torch.arange(3.0) + 0.5) * 32 / COORD_UNIT)  # y along the height
+    for hidden in (0, 16):
+        net = build_student("step_s", coarse_tags=32, coarse_tag_coords=True, coarse_tag_hidden=hidden).eval()
+        last = net.coarse_tag if hidden == 0 else net.coarse_tag[1]
+        assert last.in_channels == (192 if hidden == 0 else hidden) + 2
+        x = torch.randn(1, 3, 64, 128)
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()
+            base = net(x)[0]
+            last.weight[:, -2] = 1.0  # tag += x position of the cell (bilinear between cell centres)
+            tags = net(x)[0][:, J:] - base[:, J:]
+        assert torch.all(tags[0, 0, :, 1:] - tags[0, 0, :, :-1] >= -1e-6)  # grows left to right
+        assert torch.allclose(tags[0, 0, 0], tags[0, 0, -1])  # and not along y
+        assert tags[0, 0, 0, -1] - tags[0, 0, 0, 0] > 32 / COORD_UNIT  # spans more than one cell
+    with pytest.raises(StudentConfigError, match="field 'coarse_tag_coords' needs coarse_tags on"):
+        build_student("step_s", coarse_tags=0, coarse_tag_coords=True)
