@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Train the synthetic teacher that the project ships (teachers/pretrained/), in one command.
 
-    python scripts/pretrain_synth_teacher.py                 # v5: CPU with native bf16 ~2 h on 2 cores; GPU: minutes
+    python scripts/pretrain_synth_teacher.py                 # v7: CPU with native bf16 ~4 h on 2 cores; GPU: minutes
     python scripts/pretrain_synth_teacher.py --no-finetune   # v4 (stage 1 only, 8000 steps, ~1 h)
+    python scripts/pretrain_synth_teacher.py --finetune configs/train/synth_teacher_v5_stage2.yaml   # v5 (2 stages)
     python scripts/pretrain_synth_teacher.py --config configs/train/synth_teacher_adamw_step.yaml   # v3 (fp32, 3500 steps)
     python scripts/pretrain_synth_teacher.py --device cuda --set optim.batch_size=32
     python scripts/pretrain_synth_teacher.py --config configs/train/synth_teacher_pretrain.yaml \
@@ -13,8 +14,9 @@ Stages (each resumable; rerunning continues an interrupted training):
  2. a held-out test split generated with another seed (--test-seed, default 7) that no recipe was tuned on;
  3. `distill train CONFIG` (default configs/train/synth_teacher_bf16_long.yaml: the shipped v4 recipe, the v3
     recipe of synth_teacher_adamw_step.yaml in bf16 autocast for 8000 steps instead of 3500);
- 3b. stage 2, `distill train FINETUNE` from stage 1's EMA weights (`model.weights`): by default (with the default
-    --config) configs/train/synth_teacher_v5_stage2.yaml, the shipped v5 (6000 more steps of the same recipe);
+ 3b. stages 2, 3, ...: `distill train FINETUNE` from the previous stage's EMA weights (`model.weights`): by default
+    (with the default --config) configs/train/synth_teacher_v5_stage2.yaml then synth_teacher_stage3.yaml and
+    synth_teacher_stage4.yaml, the shipped v7 (3 x 6000 more steps of the same recipe, with other data orders);
     --finetune FILE picks another (the v2 teacher: configs/train/synth_teacher_finetune.yaml; repeat it for more
     stages, each from the previous one's weights), --no-finetune none;
  4. the final weights rounded to float16, evaluated (flip test, official decoding) on the seed-0 val split
@@ -40,7 +42,9 @@ sys.path.insert(0, str(REPO))
 from distill.atomic import write_bytes_atomic, write_json_atomic  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "configs" / "train" / "synth_teacher_bf16_long.yaml"
-DEFAULT_FINETUNE = REPO / "configs" / "train" / "synth_teacher_v5_stage2.yaml"
+# The stages after stage 1 that give the shipped teacher (v7 = v5's stage 2, then stages 3 and 4), each from the last's weights.
+DEFAULT_FINETUNE = [REPO / "configs" / "train" / name for name in
+                    ("synth_teacher_v5_stage2.yaml", "synth_teacher_stage3.yaml", "synth_teacher_stage4.yaml")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-images", type=int, default=200)
     p.add_argument("--finetune", type=Path, action="append", default=None,
                    help="a further stage's config, trained from the previous stage's weights; repeatable, in order "
-                        "(default: the v5 stage 2 with the default --config, none with another)")
+                        "(default: v7's stages 2, 3 and 4 with the default --config, none with another)")
     p.add_argument("--no-finetune", action="store_true", help="stage 1 only (teacher v4 with the default --config)")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_finetune and args.finetune is not None:
         p.error("--finetune and --no-finetune exclude each other")
     if args.finetune is None and not args.no_finetune and args.config.resolve() == DEFAULT_CONFIG:
-        args.finetune = [DEFAULT_FINETUNE]
+        args.finetune = list(DEFAULT_FINETUNE)
 
     from distill.config import load_config
     from distill.data.synthetic import ensure_dataset

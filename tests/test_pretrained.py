@@ -44,3 +44,23 @@ def test_a_changed_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (tmp_path / record["file"]).unlink()
     with pytest.raises(CheckpointError, match="missing"):
         shipped_teacher(NAME)
+
+
+def test_the_script_default_reproduces_the_shipped_stages() -> None:
+    """`python scripts/pretrain_synth_teacher.py` with no options must train the teacher that is shipped: its stage
+    chain has as many stages as the record, and each stage's steps match."""
+    import importlib.util
+
+    from distill.config import load_config
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_synth_teacher.py"
+    spec = importlib.util.spec_from_file_location("pretrain_synth_teacher", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rec = shipped_teacher(NAME).record
+    configs = [script.DEFAULT_CONFIG, *script.DEFAULT_FINETUNE]
+    assert len(configs) == len(rec["stage_steps"])
+    for cfg_path, steps in zip(configs, rec["stage_steps"]):
+        cfg = load_config(cfg_path)
+        images = rec["train_images"]
+        assert cfg.optim.epochs * -(-images // cfg.optim.batch_size) == steps, cfg_path
