@@ -87,7 +87,7 @@ class LossSection:
     heatmap_loss: str = "mse"  # GT heatmap term: 'mse' (official), 'weighted', 'focal' (see losses.py)
     fg_weight: float = 0.0  # foreground weight of 'weighted' / 'focal'
     tag_kd_weight: float = 0.0
-    tag_kd_type: str = "absolute"  # 'absolute', 'relational' or 'person' (shift-invariant; see losses.tag_kd_loss)
+    tag_kd_type: str = "absolute"  # 'absolute', 'relational', 'person' or 'centered' (see losses.tag_kd_loss)
     ohkm_gt: bool = False
     ohkm_kd: bool = False
     ohkm_topk: int = 8
@@ -176,7 +176,7 @@ def input_size_arg(text: str) -> int:
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "kind"): ("student", "teacher"), ("model", "init"): ("default", "kaiming"),
     ("teacher", "mode"): ("online", "cached"), ("loss", "kd_type"): ("mse", "softmax"),
-    ("loss", "heatmap_loss"): ("mse", "weighted", "focal"), ("loss", "tag_kd_type"): ("absolute", "relational", "person"),
+    ("loss", "heatmap_loss"): ("mse", "weighted", "focal"), ("loss", "tag_kd_type"): ("absolute", "relational", "person", "centered"),
     ("loss", "ae_loss_type"): ("exp", "max"),
     ("loss", "tag_reduction"): ("first", "mean", "pca"), ("optim", "name"): ("adam", "adamw"),
     ("optim", "schedule"): ("step", "cosine"), ("train", "amp"): ("none", "bf16", "fp16"),

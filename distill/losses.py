@@ -49,9 +49,11 @@ KDType = Literal["mse", "softmax"]
 # pixels are not drowned by the background (see `heatmap_pixel_weights`).
 HeatmapLossType = Literal["mse", "weighted", "focal"]
 # Tag KD: 'absolute' (student tag = teacher tag at each GT joint), 'relational' (the distances between
-# the tags of an image's GT joints match the teacher's) or 'person' (the distances between the people's mean
-# tags match the teacher's). The last two are invariant to the shift and sign the AE loss leaves free.
-TagKDType = Literal["absolute", "relational", "person"]
+# the tags of an image's GT joints match the teacher's), 'person' (the distances between the people's mean
+# tags match the teacher's) or 'centered' (student tag minus its image mean = teacher tag minus its image mean,
+# at the GT joints). 'relational' and 'person' are invariant to the shift and sign the AE loss leaves free,
+# 'centered' to the shift only (it fixes the sign, which a student starting from random tags has no stake in).
+TagKDType = Literal["absolute", "relational", "person", "centered"]
 # Forms that compare distances only, so they also work for a D > 1 student under a 1-D teacher.
 DISTANCE_TAG_KD: tuple[str, ...] = ("relational", "person")
 IndexLayout = Literal["auto", "per_joint", "shared"]
@@ -384,6 +386,9 @@ def tag_kd_loss(
     """(B,) tag distillation at the visible index entries (GT joints); the teacher is detached.
 
     'absolute': (student - teacher)^2, averaged like the pull term (per person, then over persons).
+    'centered': the same after subtracting from each side its mean over the image's visible entries, so the
+    teacher's arbitrary per-image offset is not a target; unlike the distance forms it gives every joint a plain
+    regression target (the teacher's tag relative to the image's other people), with the gradient of an MSE.
     'relational': over all ordered pairs (e, f) of an image's visible entries,
     (|s_e - s_f| - |t_e - t_f|)^2, averaged over the pairs (0 for images with < 2 entries). The AE loss
     defines tags only up to a shift (and a sign), so a student can group perfectly with tags that differ
@@ -432,7 +437,13 @@ def tag_kd_loss(
         pair = pair * (1 - torch.eye(pair.shape[1], device=pair.device))  # ordered pairs e != f
         gap = (student_gap - teacher_gap) ** 2
         return (gap * pair).sum(dim=(1, 2)) / pair.sum(dim=(1, 2)).clamp(min=1)
-    d2 = (_gather(student_tags, idx) - _gather(teacher_tags.detach(), idx)) ** 2
+    s_val, t_val = _gather(student_tags, idx), _gather(teacher_tags.detach(), idx)
+    if kind == "centered":
+        visf = vis.float()
+        entries = visf.sum(dim=(1, 2)).clamp(min=1)[:, None, None]
+        s_val = s_val - (s_val * visf).sum(dim=(1, 2), keepdim=True) / entries
+        t_val = t_val - (t_val * visf).sum(dim=(1, 2), keepdim=True) / entries
+    d2 = (s_val - t_val) ** 2
     cnt, _, n = _segment_stats(vis)
     per_person = (d2 * vis.float()).sum(-1) / cnt.clamp(min=1)
     return per_person.sum(-1) / n.clamp(min=1)

@@ -262,6 +262,39 @@ def test_person_tag_kd_sees_only_the_people_s_mean_tags() -> None:
     assert float(tag_kd_loss(s, t, index, "per_joint", "person")[0]) > 0
 
 
+def test_centered_tag_kd_against_a_literal_loop() -> None:
+    """Each side minus its mean over the image's visible entries, then the absolute form's per-person average."""
+    from distill.losses import tag_kd_loss
+
+    s, t, index = _tag_batch(3)
+    got = tag_kd_loss(s, t, index, "per_joint", "centered")
+    for bi in range(2):
+        people = [[int(index[bi, p, k, 0]) for k in range(index.shape[2]) if index[bi, p, k, 1] > 0]
+                  for p in range(index.shape[1])]
+        people = [e for e in people if e]
+        sv, tv = s[bi].reshape(-1).double(), t[bi].reshape(-1).double()
+        every = [e for person in people for e in person]
+        ms, mt = sum(float(sv[e]) for e in every) / len(every), sum(float(tv[e]) for e in every) / len(every)
+        per_person = [sum(((float(sv[e]) - ms) - (float(tv[e]) - mt)) ** 2 for e in person) / len(person)
+                      for person in people]
+        assert float(got[bi]) == pytest.approx(sum(per_person) / len(per_person), rel=1e-5, abs=1e-7)
+    assert float(got[1]) == 0.0  # one visible entry: centred, both sides are 0
+
+
+def test_centered_tag_kd_ignores_a_per_image_shift_but_not_the_sign() -> None:
+    from distill.losses import tag_kd_loss
+
+    s, t, index = _tag_batch(1)
+    shifted = t.clone()
+    shifted[0] += 3.0
+    shifted[1] -= 1.5
+    assert float(tag_kd_loss(shifted, t, index, "per_joint", "centered").abs().max()) < 1e-5
+    assert float(tag_kd_loss(-t, t, index, "per_joint", "centered")[0]) > 1e-2
+    assert float(tag_kd_loss(s, t, index, "per_joint", "centered")[0]) > 0
+    with pytest.raises(ValueError, match="compares tag values"):
+        tag_kd_loss(torch.randn(2, 6, 5, 6), t, index, "per_joint", "centered", tag_dim=2)
+
+
 def test_non_finite_weights_are_never_saved_nor_loaded(tmp_path: Path) -> None:
     from distill.errors import CheckpointError
     from teachers import build_teacher
