@@ -197,7 +197,7 @@ class StepPoseNet(AEHeadNet):
         self.coarse_tag = self._coarse_tag_layers(cfg) if cfg.coarse_tags else None
         init_student_weights(self, self.head)
         if self.coarse_tag is not None:
-            last = self.coarse_tag if isinstance(self.coarse_tag, nn.Conv2d) else self.coarse_tag[-1]
+            last = self._coarse_tag_parts()[1]
             nn.init.normal_(last.weight, std=0.001)
             nn.init.zeros_(last.bias)
 
@@ -220,11 +220,15 @@ class StepPoseNet(AEHeadNet):
         the cell. Positions are in units of COORD_UNIT input pixels, so they mean the same at any input size."""
         if not self.cfg.coarse_tag_coords:
             return self.coarse_tag(feat)
-        if isinstance(self.coarse_tag, nn.Sequential):
-            hidden, last = self.coarse_tag[0](feat), self.coarse_tag[1]
-        else:
-            hidden, last = feat, self.coarse_tag
+        hidden_layer, last = self._coarse_tag_parts()
+        hidden = hidden_layer(feat)
         return last(torch.cat([hidden, cell_positions(hidden, self.cfg.coarse_tags)], dim=1))
+
+    def _coarse_tag_parts(self) -> tuple[nn.Module, nn.Conv2d]:
+        """(the optional 3x3 layer, or an identity; the last 1x1 conv) of the coarse tag head."""
+        if isinstance(self.coarse_tag, nn.Sequential):
+            return self.coarse_tag[0], self.coarse_tag[1]
+        return nn.Identity(), self.coarse_tag
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The fused 1/4 features (B, neck_channels, H/4, W/4)."""
