@@ -26,7 +26,8 @@ Per-image terms (all (B,) float32):
 - tag KD: at every visible index entry, (student tag - teacher tag)^2, averaged over the person's entries, summed
   over persons / N (like pull; zero when N = 0). Teacher tags are compared channel by channel when the student
   has T = J; for T = 1 the teacher's J maps are first reduced to one (`distill.tag_reduction.TagReducer`:
-  `first`, `mean` or a fitted `pca`).
+  `first`, `mean` or a fitted `pca`). Other forms (`LossConfig.tag_kd_type`): 'centered' (each side minus its
+  mean over the image's visible entries first), 'relational' and 'person' (distances only; see `tag_kd_loss`).
 
 Training reduction (`DistillLoss`): total = sum over outputs of factor_i * batch mean of the combined heatmap
 term + push_factor * mean(push) + pull_factor * mean(pull) + tag_kd_weight * mean(tag_kd). With the default
