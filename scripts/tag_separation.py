@@ -8,6 +8,10 @@ spread = root mean squared distance to the person's mean, which is the std for D
 decoder starts a new person when a joint's tag is >= 1 away (tag_threshold 1), so pairs of people whose
 mean tags are < 1 apart are the ones it is likely to merge.
 
+The tag change one output pixel away (`--step-px`, 4 input px by default) from each GT joint, as the mean L2 distance
+to its 8 neighbours at that step: the AE loss supervises only the GT pixel, the decoder reads the detected peak, so
+a model whose tags change fast around a joint would group its own detections worse than its GT-joint tags suggest.
+
 `--by-area` adds, per COCO area range (small < 32^2, medium, large >= 96^2), the median spread, the median gap
 from each person to the nearest other person of its image and the median ratio of the two: a model can spread
 all tags (a larger push) without separating people any better; the ratio is what the decoder sees.
@@ -28,7 +32,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def person_tag_stats(model_text: str, data: Path, split: str, input_size: int, limit: int) -> dict[str, float]:
+def neighbour_change(tags: np.ndarray, x: int, y: int, step: int) -> float | None:
+    """Mean L2 distance between the D-dim tag at (y, x) of a (H, W, D) map and its 8 neighbours `step` px away;
+    None when a neighbour falls outside the map."""
+    h, w = tags.shape[:2]
+    if not (step <= x < w - step and step <= y < h - step):
+        return None
+    centre = tags[y, x]
+    dists = [float(np.linalg.norm(tags[y + dy, x + dx] - centre))
+             for dy in (-step, 0, step) for dx in (-step, 0, step) if dx or dy]
+    return float(np.mean(dists))
+
+
+def person_tag_stats(model_text: str, data: Path, split: str, input_size: int, limit: int,
+                     step_px: int = 4) -> dict[str, float]:
     from distill.data.coco import CocoKeypointDataset
     from distill.geometry import affine_transform
     from distill.models import load_model
@@ -41,6 +58,7 @@ def person_tag_stats(model_text: str, data: Path, split: str, input_size: int, l
         raise SystemExit("this statistic reads per-joint tag maps; the model has one shared map")
     spreads: list[float] = []
     gaps: list[float] = []
+    changes: list[float] = []
     people: list[int] = []
     per_person: list[tuple[float, float, float]] = []  # (area, spread, gap to the nearest other person)
     for i in range(min(limit, len(ds))):
@@ -54,8 +72,10 @@ def person_tag_stats(model_text: str, data: Path, split: str, input_size: int, l
                 continue
             kps = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
             xy = kps[:, :2] @ to_input[:, :2].T + to_input[:, 2]
-            vals = [t[min(j, t.shape[0] - 1), int(round(y)), int(round(x))] for j, ((x, y), v) in
-                    enumerate(zip(xy, kps[:, 2])) if v > 0 and 0 <= round(x) < w and 0 <= round(y) < h]
+            inside = [(min(j, t.shape[0] - 1), int(round(x)), int(round(y))) for j, ((x, y), v) in
+                      enumerate(zip(xy, kps[:, 2])) if v > 0 and 0 <= round(x) < w and 0 <= round(y) < h]
+            vals = [t[m, yi, xi] for m, xi, yi in inside]
+            changes += [c for m, xi, yi in inside if (c := neighbour_change(t[m], xi, yi, step_px)) is not None]
             if len(vals) >= 2:
                 v = np.stack(vals)  # (joints, D)
                 spreads.append(float(np.sqrt(((v - v.mean(0)) ** 2).sum(1).mean())))
@@ -73,7 +93,9 @@ def person_tag_stats(model_text: str, data: Path, split: str, input_size: int, l
     return {"images": float(len(people)), "people_per_image": float(np.mean(people)),
             "spread_median": float(np.median(spreads)), "spread_p90": float(np.percentile(spreads, 90)),
             "gap_median": float(np.median(g)), "gap_p10": float(np.percentile(g, 10)), "pairs": float(len(g)),
-            "pairs_below_1": float((g < 1).mean()), "by_area": _by_area(per_person)}
+            "pairs_below_1": float((g < 1).mean()), "by_area": _by_area(per_person),
+            "change_median": float(np.median(changes)) if changes else float("nan"),
+            "change_p90": float(np.percentile(changes, 90)) if changes else float("nan")}
 
 
 def _area_ranges() -> tuple[tuple[str, float, float], ...]:
@@ -105,16 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=40, help="first N images")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--by-area", action="store_true", help="also a table per COCO area range (see above)")
+    ap.add_argument("--step-px", type=int, default=4,
+                    help="input pixels between a GT joint and the neighbours its tag change is measured against")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print("| model | people/img | within-person tag spread (median / p90) | between-person gap (median / p10) "
-          "| person pairs < 1 apart |\n|---|---:|---:|---:|---:|")
+          f"| person pairs < 1 apart | tag change {args.step_px} px away (median / p90) |\n|---|---:|---:|---:|---:|---:|")
     stats = {}
     for text in args.model:
-        s = stats[text] = person_tag_stats(text, args.data, args.split, args.input_size, args.limit)
+        s = stats[text] = person_tag_stats(text, args.data, args.split, args.input_size, args.limit, args.step_px)
         print(f"| {text} | {s['people_per_image']:.2f} | {s['spread_median']:.3f} / {s['spread_p90']:.3f} | "
-              f"{s['gap_median']:.3f} / {s['gap_p10']:.3f} | {s['pairs_below_1']:.2f} ({int(s['pairs'])} pairs) |")
+              f"{s['gap_median']:.3f} / {s['gap_p10']:.3f} | {s['pairs_below_1']:.2f} ({int(s['pairs'])} pairs) | "
+              f"{s['change_median']:.3f} / {s['change_p90']:.3f} |")
     if args.by_area:
         print("\n| model | area | people | spread (median) | gap to the nearest other person (median) | gap / spread "
               "(median) |\n|---|---|---:|---:|---:|---:|")

@@ -19,3 +19,17 @@ def test_by_area_groups_people_by_coco_area_range_and_takes_medians() -> None:
     assert out["large"] == pytest.approx({"people": 1, "spread_median": 0.1, "nearest_gap_median": 0.3,
                                           "ratio_median": 3.0})
     assert tag_separation._by_area([]) == {}
+
+
+def test_neighbour_change_is_the_mean_distance_to_the_eight_neighbours() -> None:
+    import numpy as np
+
+    h, w = 12, 10
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    ramp = np.stack([0.1 * xs, 0.2 * ys], axis=-1)  # (H, W, 2): a linear tag field
+    step = 2
+    want = np.mean([np.hypot(0.1 * dx, 0.2 * dy) for dy in (-step, 0, step) for dx in (-step, 0, step) if dx or dy])
+    assert tag_separation.neighbour_change(ramp, 5, 6, step) == pytest.approx(want)
+    assert tag_separation.neighbour_change(np.ones((h, w, 1)), 5, 6, step) == 0.0
+    assert tag_separation.neighbour_change(ramp, 1, 6, step) is None  # x - step < 0
+    assert tag_separation.neighbour_change(ramp, 5, h - step, step) is None  # y + step = H
