@@ -439,14 +439,14 @@ def tag_kd_loss(
         gap = (student_gap - teacher_gap) ** 2
         return (gap * pair).sum(dim=(1, 2)) / pair.sum(dim=(1, 2)).clamp(min=1)
     s_val, t_val = _gather(student_tags, idx), _gather(teacher_tags.detach(), idx)
+    visf = vis.float()
     if kind == "centered":
-        visf = vis.float()
         entries = visf.sum(dim=(1, 2)).clamp(min=1)[:, None, None]
         s_val = s_val - (s_val * visf).sum(dim=(1, 2), keepdim=True) / entries
         t_val = t_val - (t_val * visf).sum(dim=(1, 2), keepdim=True) / entries
     d2 = (s_val - t_val) ** 2
     cnt, _, n = _segment_stats(vis)
-    per_person = (d2 * vis.float()).sum(-1) / cnt.clamp(min=1)
+    per_person = (d2 * visf).sum(-1) / cnt.clamp(min=1)
     return per_person.sum(-1) / n.clamp(min=1)
 
 
