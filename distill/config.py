@@ -32,6 +32,9 @@ class ModelSection:
     # Start from these weights instead (fine-tuning; strict load, official .pth or our model.pt). A resumed
     # run loads its own checkpoint over them.
     weights: str = ""
+    # Start from a larger model of the same module tree (a teacher checkpoint): tensors whose name and shape
+    # match are copied, the rest keep `init` (layer dropping, distill/inherit.py). Not with `weights`.
+    init_from: str = ""
     # The tag layout T x D, shorthands for overrides (0 = the model config's own): T = tag_maps (1 shared map,
     # or the number of joints for per-joint maps), D = tag_dim channels per map. Students and
     # teachers trained here (the official checkpoints are 17 x 1).
@@ -200,6 +203,8 @@ def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
     m = cfg.model
     if m.tag_maps < 0 or m.tag_dim < 0:
         bad("model.tag_maps/tag_dim", (m.tag_maps, m.tag_dim), "must be >= 1 (or 0: the model config's own)")
+    if m.init_from and m.weights:
+        bad("model.init_from", m.init_from, "cannot be combined with model.weights (which loads a whole model)")
     d, lo, o, t = cfg.data, cfg.loss, cfg.optim, cfg.train
     try:
         check_input_size(d.input_size, "data.input_size")

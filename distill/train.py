@@ -41,6 +41,7 @@ from distill.data.transforms import AugmentConfig
 from distill.errors import CheckpointError, OutputError, TrainingDiverged, ensure_writable_dir
 from distill.evaluate import require_scorable
 from distill.losses import DistillLoss, LossConfig
+from distill.inherit import inherit_weights
 from distill.models import build_model, contract_of, initialise, load_weights, trained_teacher_config
 from distill.predict import Predictor, evaluate_model
 from distill.progress import progress
@@ -239,6 +240,10 @@ class Trainer:
 
         self.model = build_model(cfg.model.kind, cfg.model.name, cfg.model.model_overrides())
         initialise(self.model, cfg.model.init)
+        if cfg.model.init_from:
+            self.inherited = inherit_weights(self.model, cfg.model.init_from)
+            if self.rank == 0:
+                print(f"[{self.out.name}] {self.inherited.summary()}", flush=True)
         if cfg.model.weights:
             load_weights(self.model, cfg.model.weights)
         self.model.to(self.device)
