@@ -85,7 +85,7 @@ class DataSection:
 @dataclass
 class LossSection:
     alpha: float = 0.0
-    kd_type: str = "mse"  # heatmap KD: 'mse' (FPD) or 'softmax' (spatial distributions, KL; see losses.py)
+    kd_type: str = "mse"  # heatmap KD: 'mse' (FPD), 'softmax' (spatial distributions, KL) or 'target' (see losses.py)
     kd_temperature: float = 1.0
     heatmap_loss: str = "mse"  # GT heatmap term: 'mse' (official), 'weighted', 'focal' (see losses.py)
     fg_weight: float = 0.0  # foreground weight of 'weighted' / 'focal'
@@ -178,7 +178,7 @@ def input_size_arg(text: str) -> int:
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "kind"): ("student", "teacher"), ("model", "init"): ("default", "kaiming"),
-    ("teacher", "mode"): ("online", "cached"), ("loss", "kd_type"): ("mse", "softmax"),
+    ("teacher", "mode"): ("online", "cached"), ("loss", "kd_type"): ("mse", "softmax", "target"),
     ("loss", "heatmap_loss"): ("mse", "weighted", "focal"), ("loss", "tag_kd_type"): ("absolute", "relational", "person", "centered"),
     ("loss", "ae_loss_type"): ("exp", "max"),
     ("loss", "tag_reduction"): ("first", "mean", "pca"), ("optim", "name"): ("adam", "adamw"),

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from distill.tag_reduction import TAG_RULES, TagReducer, TagRule
 
 AELossType = Literal["exp", "max"]
-KDType = Literal["mse", "softmax"]
+KDType = Literal["mse", "softmax", "target"]
 # GT heatmap term: the official MSE, or an MSE whose pixels are re-weighted so that the few foreground
 # pixels are not drowned by the background (see `heatmap_pixel_weights`).
 HeatmapLossType = Literal["mse", "weighted", "focal"]
@@ -81,6 +81,8 @@ class LossConfig:
     # (each heatmap as a spatial distribution softmax(h / kd_temperature) over its unmasked pixels,
     # KL(teacher || student) * kd_temperature^2, channel-wise distillation as in CWD). 'softmax' weighs
     # the pixels by where the teacher puts its mass (the peaks), where the MSE is dominated by background.
+    # 'target': the GT term's own loss (`heatmap_loss` with its pixel weights) with the teacher's heatmaps as the
+    # target; unlike 'softmax' it also punishes the low false peaks (0.1-0.3) that a softmax at T = 0.1 ignores.
     kd_type: KDType = "mse"
     kd_temperature: float = 1.0
     # GT heatmap term: 'mse' (official), 'weighted' (pixel weight 1 + fg_weight * target) or 'focal'
@@ -584,8 +586,13 @@ class DistillLoss(nn.Module):
             if teacher_outputs is not None:
                 with torch.set_grad_enabled(torch.is_grad_enabled() and alpha > 0):
                     t_heat, m = teacher_outputs[i][:, :j].detach(), masks[i].to(pred.device)
-                    per_joint = (per_joint_softmax_kd_loss(pred, t_heat, m, cfg.kd_temperature)
-                                 if cfg.kd_type == "softmax" else per_joint_heatmap_loss(pred, t_heat, m))
+                    if cfg.kd_type == "softmax":
+                        per_joint = per_joint_softmax_kd_loss(pred, t_heat, m, cfg.kd_temperature)
+                    elif cfg.kd_type == "target":
+                        t_weight = heatmap_pixel_weights(pred, t_heat, cfg.heatmap_loss, cfg.fg_weight)
+                        per_joint = per_joint_heatmap_loss(pred, t_heat, m, t_weight)
+                    else:
+                        per_joint = per_joint_heatmap_loss(pred, t_heat, m)
                     kd = _reduce_joints(per_joint, kd_k)
                 terms[f"hm_kd_{name}"] = kd
                 hm = gt if alpha == 0 else kd if alpha == 1 else alpha * kd + (1 - alpha) * gt

@@ -10,7 +10,7 @@ import torch
 
 from distill.codec.targets import joint_indices
 from distill.losses import (
-    DistillLoss, LossConfig, ae_loss, heatmap_loss, per_joint_heatmap_loss, per_joint_softmax_kd_loss,
+    DistillLoss, LossConfig, ae_loss, heatmap_loss, heatmap_pixel_weights, per_joint_heatmap_loss, per_joint_softmax_kd_loss,
     resolve_tag_index, tag_kd_loss,
 )
 from distill.tag_reduction import TagReducer, _fix_sign, sample_tag_vectors
@@ -304,6 +304,31 @@ def test_softmax_kd_in_distill_loss_and_validation():
         LossConfig(kd_type="kl")
     with pytest.raises(ValueError, match="kd_temperature must be > 0"):
         LossConfig(kd_type="softmax", kd_temperature=0)
+
+
+def test_target_kd_is_the_gt_loss_with_the_teachers_heatmaps_as_target():
+    """kd_type 'target' at alpha 1 equals the GT term (with its focal pixel weights) given the teacher's maps as GT,
+    and it punishes a low false peak that the softmax KD at T = 0.1 barely sees."""
+    outs, hms, masks, idx, teacher = _batch(torch.Generator().manual_seed(6))
+    for heatmap_loss, fg in (("focal", 10.0), ("mse", 0.0)):
+        kd = DistillLoss(LossConfig(alpha=1.0, kd_type="target", heatmap_loss=heatmap_loss, fg_weight=fg))
+        as_gt = DistillLoss(LossConfig(alpha=0.0, heatmap_loss=heatmap_loss, fg_weight=fg))
+        teacher_heat = [t[:, :J] for t in teacher]
+        got = kd(outs, hms, masks, idx, teacher)[1]
+        want = as_gt(outs, teacher_heat, masks, idx)[1]
+        for s in ("4", "2"):
+            assert got[f"hm_{s}"] == pytest.approx(want[f"hm_{s}"], rel=1e-6)
+    # a teacher map with one peak; the student copies it and adds a false peak of 0.2 elsewhere
+    t_map = torch.zeros(1, 1, 16, 16)
+    t_map[0, 0, 4, 4] = 1.0
+    s_map = t_map.clone()
+    s_map[0, 0, 12, 12] = 0.2
+    mask = torch.ones(1, 16, 16)
+    weight = heatmap_pixel_weights(s_map, t_map, "focal", 10.0)
+    target_loss = per_joint_heatmap_loss(s_map, t_map, mask, weight).item()
+    softmax_loss = per_joint_softmax_kd_loss(s_map, t_map, mask, 0.1).item()
+    assert target_loss == pytest.approx(0.04 * 3.0 / 256)   # (0.2)^2 * (1 + 10 * 0.2), mean over 256 pixels
+    assert softmax_loss < 0.1 * target_loss
 
 
 # ------------------------------------------------------------------------------------------ tag KD / reduction
