@@ -7,12 +7,14 @@ Stages (each reused when already finished, so a rerun only does what is missing)
     `distill train configs/train/synth_teacher.yaml` (small HigherHRNet from scratch);
  3. `distill cache-teacher` its outputs on the train split;
  4. students with the same budget (epochs, images, lr schedule): step_s on ground truth only and
-    step_s distilled, each for every --seeds; step_s_1tag distilled (one shared tag map), first seed;
+    step_s distilled, each for every --seeds; step_s_1tag distilled (one shared tag map), every seed;
+    with --inherited also hrnet_w16_lite (the teacher's tree at half depth) from scratch, started from the
+    teacher's weights (`model.init_from`), and started from them + distilled, every seed;
     with --ablations also the KD variants of ABLATIONS (first seed): what each loss choice does;
  5. a table: val AP (mean ± std over seeds, and per seed), the loss of each row read back from the run's config.json, params,
     GMACs at the input size, wall time per run. The script refuses to tabulate runs whose budgets differ.
 
-    python scripts/synthetic_study.py [--seeds 0 1 2] [--root runs/study] [--ablations] [--table-only]
+    python scripts/synthetic_study.py [--seeds 0 1 2] [--root runs/study] [--ablations] [--inherited] [--table-only]
                                       [--train-teacher] [--jobs 2]
 """
 from __future__ import annotations
@@ -59,6 +61,16 @@ ABLATIONS = [
      ["teacher.weights={root}/teacher_short/model.pt", "teacher.store={root}/teacher_short_cache"]),
     ("ablation: 1-tag, FPD MSE KD + tag KD", "configs/train/synth_step_s_1tag_kd.yaml", "abl_1tag_mse_tagkd",
      ["loss.kd_type=mse", "loss.tag_kd_weight=1e-2", "loss.tag_reduction=pca"]),
+]
+# --inherited: the teacher's own tree at half its depth (configs/students/hrnet_w16_lite.yaml), from scratch and
+# started from the teacher's weights (model.init_from), with the same recipes and budget as the step_s rows.
+LITE = ["model.name=hrnet_w16_lite"]
+INHERITED_RUNS = [
+    ("hrnet_w16_lite GT only", "configs/train/synth_step_s_gt.yaml", "lite_gt", LITE + ["model.init=kaiming"]),
+    ("hrnet_w16_lite inherited, GT only", "configs/train/synth_step_s_gt.yaml", "lite_inherit_gt",
+     LITE + ["model.init_from={teacher_weights}"]),
+    ("hrnet_w16_lite inherited + distilled", "configs/train/synth_step_s_kd.yaml", "lite_inherit_kd",
+     LITE + ["model.init_from={teacher_weights}"]),
 ]
 # A weaker teacher for the teacher-quality ablation: the same config and schedule shape, 8 epochs not 24.
 SHORT_TEACHER = ("teacher_short", ["optim.epochs=8"])
@@ -155,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-teacher", action="store_true",
                     help="train the teacher from scratch (default: the shipped pretrained teacher)")
     ap.add_argument("--ablations", action="store_true", help="also run/tabulate the KD ablations (first seed)")
+    ap.add_argument("--inherited", action="store_true",
+                    help="also run/tabulate hrnet_w16_lite from scratch vs started from the teacher's weights, every seed")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra overrides for the STUDENT runs (the budget must stay equal across them)")
     ap.add_argument("--teacher-set", action="append", default=[], help="extra overrides for the teacher run")
@@ -174,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds for label, cfg, prefix, extra in MAIN_RUNS]
     label, cfg, prefix, extra = ONE_TAG_RUN
     runs += [(label, cfg, f"{prefix}_seed{seed}", extra, seed) for seed in args.seeds]
+    if args.inherited:
+        runs += [(label, cfg, f"{prefix}_seed{seed}", extra, seed)
+                 for label, cfg, prefix, extra in INHERITED_RUNS for seed in args.seeds]
     if args.ablations:  # run on the first seed; other seeds' finished folders are tabulated too
         runs += [(label, cfg, f"{prefix}_seed{seed}", extra, seed)
                  for label, cfg, prefix, extra in ABLATIONS for seed in args.seeds]
@@ -203,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 walls["cache"] = cache_wall
         jobs = []
         for label, config, name, extra, seed in runs:
-            extra = [e.format(root=root) for e in extra]
+            extra = [e.format(root=root, teacher_weights=teacher_weights) for e in extra]
             out = root / name
             sets = common + [f"train.out={out}", f"train.seed={seed}", f"teacher.weights={teacher_weights}",
                              f"teacher.store={cache}"] + extra + args.overrides
@@ -283,6 +300,10 @@ def _table(teachers: list[tuple[str, dict[str, float], float | str]], walls: dic
     rows.append(f"\ncache build: {fmt(walls['cache'])}; students share one budget (configs/train/synth_step_s_*.yaml)")
     rows += _paired(results, "step_s distilled", "step_s GT only", "distilled - GT only")
     rows += _paired(results, "ablation: + relational tag KD 1e-2", "step_s distilled", "relational tag KD - no tag KD")
+    rows += _paired(results, "hrnet_w16_lite inherited, GT only", "hrnet_w16_lite GT only",
+                    "hrnet_w16_lite inherited - from scratch (both GT only)")
+    rows += _paired(results, "hrnet_w16_lite inherited + distilled", "hrnet_w16_lite inherited, GT only",
+                    "hrnet_w16_lite inherited: + heatmap KD - GT only")
     one = {seed: s["AP"] for seed, s, *_ in results.get(ONE_TAG_RUN[0], [])}
     many = {seed: s["AP"] for seed, s, *_ in results.get("step_s distilled", [])}
     common = sorted(set(one) & set(many))

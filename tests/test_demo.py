@@ -117,3 +117,16 @@ def test_student_epochs_are_sized_for_the_precision(monkeypatch: pytest.MonkeyPa
     assert (slow.amp, slow.student_epochs) == ("none", STUDENT_EPOCHS["none"])
     assert STUDENT_EPOCHS["bf16"] > STUDENT_EPOCHS["none"]  # the faster precision buys more steps in the budget
     assert resolve_settings(DemoSettings(device="cpu", student_epochs=3)).student_epochs == 3  # a choice stands
+
+
+def test_students_train_with_their_recipes_batch_unless_told() -> None:
+    from distill.config import TeacherSection, load_config
+    from distill.demo import STUDENT_RECIPES, _overrides
+
+    teacher = TeacherSection(name="higherhrnet_w16_synth", weights="w.pt", mode="cached", store="store")
+    for student, recipe in STUDENT_RECIPES.items():
+        cfg = load_config(recipe, _overrides(DemoSettings(amp="none"), student, 1, teacher))
+        assert cfg.optim.batch_size == load_config(recipe).optim.batch_size
+        told = load_config(recipe, _overrides(DemoSettings(amp="none", student_batch_size=6), student, 1, teacher))
+        assert told.optim.batch_size == 6
+    assert "optim.batch_size=8" in _overrides(DemoSettings(), "teacher", 1)  # the teacher's own batch

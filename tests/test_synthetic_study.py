@@ -60,3 +60,21 @@ def test_every_arm_gets_the_same_budget_and_its_own_seed(tmp_path: Path, monkeyp
         assert "optim.epochs=3" in sets and f"data.root={tmp_path / 'data'}" in sets
         assert f"train.seed={name[-1]}" in sets
         assert any(s.startswith("teacher.") for s in sets) == (not name.startswith("step_s_gt"))
+
+
+def test_inherited_rows_start_the_lite_student_from_the_teachers_weights(tmp_path: Path, monkeypatch) -> None:
+    ran: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(study, "_run", lambda cmd: 0.0)
+    monkeypatch.setattr(study, "_run_students", lambda jobs, parallel, root, user_set_threads: ran.extend(jobs))
+    study.main(["--root", str(tmp_path), "--seeds", "0", "1", "--inherited"])
+    sets = {name: [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"] for name, cmd in ran}
+    lite = sorted(n for n in sets if n.startswith("lite_"))
+    assert lite == sorted(f"{p}_seed{s}" for p in ("lite_gt", "lite_inherit_gt", "lite_inherit_kd") for s in (0, 1))
+    for name in lite:
+        assert "model.name=hrnet_w16_lite" in sets[name]
+        inherits = [s for s in sets[name] if s.startswith("model.init_from=")]
+        if name.startswith("lite_gt"):
+            assert not inherits and "model.init=kaiming" in sets[name]
+        else:
+            assert inherits and inherits[0].endswith("higherhrnet_w16_synth.pt")  # the shipped teacher's file
+        assert any(s.startswith("teacher.") for s in sets[name]) == name.startswith("lite_inherit_kd")
