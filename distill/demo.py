@@ -45,7 +45,8 @@ from distill.train import MODEL_FILE, train
 from teachers.pretrained import shipped_teacher
 
 TEACHER = "higherhrnet_w16_synth"
-# Student epochs (of 60 steps) that fit the 15-minute budget on a 2-core CPU, side by side, sized for the slower
+# Student epochs (480 images each: 120 steps at the recipes' batch 4 since session 22, 60 before; one CPU thread
+# runs as many images/s at either batch) that fit the 15-minute budget on a 2-core CPU, side by side, sized for the slower
 # of the two CPUs measured: bf16 1260 steps took 10.7-11.0 min on an AMD EPYC (session 16) but 15.6-15.9 min on an
 # Intel Xeon with AMX (session 17, ~10.3 images/s each; the whole demo 18.1 min), so 900 steps there (the other
 # stages take ~2.3 min); fp32 in the same ratio (bf16 + channels_last is 1.6x the images/s of the whole loop).
