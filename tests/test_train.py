@@ -172,7 +172,7 @@ def test_a_resumed_runs_summary_counts_the_whole_runs_time(tmp_path: Path, data_
 @pytest.mark.parametrize("override,message", [
     ("optim.lr=-1", "optim.lr = -1"), ("optim.lr=.nan", "optim.lr"), ("data.input_size=100", "multiple of 64"),
     ("data.input_size=0", "multiple of 64"), ("data.workers=-1", "data.workers = -1: must be >= 0"),
-    ("data.max_people=0", "data.max_people = 0"), ("loss.kd_type=l2", "expected one of \\['mse', 'softmax'\\]"),
+    ("data.max_people=0", "data.max_people = 0"), ("loss.kd_type=l2", "expected one of \\['mse', 'softmax', 'target'\\]"),
     ("train.seed=-3", "train.seed"), ("optim.epochs=-1", "optim.epochs = -1"), ("train.amp=fp8", "train.amp"),
     ("loss.heatmap_loss=focal", "loss.fg_weight = 0.0: must be > 0"), ("train.ema_decay=1.5", "train.ema_decay"),
     ("data.aug_scale=[2, 1]", "data.aug_scale"), ("teacher.mode=cache", "teacher.mode"),
