@@ -28,12 +28,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-NMS_KERNEL = 5
+from distill.codec.decode import DecodeParams, nms  # noqa: E402
+from distill.codec.matching import MatchParams  # noqa: E402
+
+NMS_KERNEL = DecodeParams().nms_kernel                     # the decoder's peak window (5)
+DETECTION_THRESHOLD = MatchParams().detection_threshold    # the decoder's threshold (0.1)
 
 
 @dataclass
@@ -65,10 +68,10 @@ class PeakCounts:
 
 
 def find_peaks(heat: torch.Tensor, threshold: float) -> list[np.ndarray]:
-    """Per joint, the (N, 2) x, y of the values above `threshold` that are the maximum of their 5x5 window."""
-    pooled = F.max_pool2d(heat[None], NMS_KERNEL, stride=1, padding=NMS_KERNEL // 2)[0]
-    keep = (heat == pooled) & (heat > threshold)
-    return [torch.nonzero(k).flip(1).numpy().astype(np.float64) for k in keep]
+    """Per joint, the (N, 2) x, y of the values above `threshold` that are the maximum of their window (the
+    decoder's own NMS)."""
+    kept = nms(heat.float().numpy(), NMS_KERNEL)
+    return [np.argwhere(k > threshold)[:, ::-1].astype(np.float64) for k in kept]
 
 
 def _min_dist(points: np.ndarray, to: np.ndarray) -> np.ndarray:
@@ -148,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", default="val2017")
     p.add_argument("--input-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=40, help="first N images")
-    p.add_argument("--threshold", type=float, default=0.1, help="peak threshold (the decoder's detection threshold)")
+    p.add_argument("--threshold", type=float, default=DETECTION_THRESHOLD,
+                   help="peak threshold (default: the decoder's detection threshold)")
     p.add_argument("--near", type=float, default=8.0, help="input px within which a peak belongs to a GT joint")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
