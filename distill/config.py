@@ -35,6 +35,9 @@ class ModelSection:
     # Start from a larger model of the same module tree (a teacher checkpoint): tensors whose name and shape
     # match are copied, the rest keep `init` (layer dropping, distill/inherit.py). Not with `weights`.
     init_from: str = ""
+    # Where init_from's module tree sits in this model: "" (the same tree) or e.g. "head." (a step student whose
+    # head has the teacher's head widths, `head_channels`/`deconv_channels`; SimKD-style head reuse).
+    init_from_prefix: str = ""
     # The tag layout T x D, shorthands for overrides (0 = the model config's own): T = tag_maps (1 shared map,
     # or the number of joints for per-joint maps), D = tag_dim channels per map. Students and
     # teachers trained here (the official checkpoints are 17 x 1).
@@ -91,6 +94,10 @@ class LossSection:
     fg_weight: float = 0.0  # foreground weight of 'weighted' / 'focal'
     tag_kd_weight: float = 0.0
     tag_kd_type: str = "absolute"  # 'absolute', 'relational', 'person' or 'centered' (see losses.tag_kd_loss)
+    # Feature KD (distill/feature_kd.py): weight of the MSE between the student's and the online teacher's inputs
+    # of the module named `feature_kd_at` (default: the 1/4 output conv, i.e. the features both heads read).
+    feature_kd_weight: float = 0.0
+    feature_kd_at: str = "final_layers.0"
     ohkm_gt: bool = False
     ohkm_kd: bool = False
     ohkm_topk: int = 8
@@ -203,6 +210,8 @@ def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
     m = cfg.model
     if m.tag_maps < 0 or m.tag_dim < 0:
         bad("model.tag_maps/tag_dim", (m.tag_maps, m.tag_dim), "must be >= 1 (or 0: the model config's own)")
+    if m.init_from_prefix and not m.init_from:
+        bad("model.init_from_prefix", m.init_from_prefix, "needs model.init_from (the checkpoint to read)")
     if m.init_from and m.weights:
         bad("model.init_from", m.init_from, "cannot be combined with model.weights (which loads a whole model)")
     d, lo, o, t = cfg.data, cfg.loss, cfg.optim, cfg.train
@@ -221,7 +230,8 @@ def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
                     "train.eval_every": t.eval_every, "train.ckpt_every": t.ckpt_every,
                     "train.max_steps": t.max_steps, "train.threads": t.threads, "train.max_minutes": t.max_minutes,
                     "loss.tag_kd_weight": lo.tag_kd_weight, "loss.push_factor": lo.push_factor,
-                    "loss.pull_factor": lo.pull_factor, "loss.fg_weight": lo.fg_weight}
+                    "loss.pull_factor": lo.pull_factor, "loss.fg_weight": lo.fg_weight,
+                    "loss.feature_kd_weight": lo.feature_kd_weight}
     for key, value in non_negative.items():
         if not value >= 0:  # also NaN
             bad(key, value, "must be >= 0")
@@ -251,6 +261,9 @@ def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
         bad("data.aug_flip", d.aug_flip, "must be in [0, 1]")
     if d.aug_rotation < 0 or d.aug_translate < 0:
         bad("data.aug_rotation/aug_translate", (d.aug_rotation, d.aug_translate), "must be >= 0")
+    if lo.feature_kd_weight > 0 and not (cfg.teacher.name and cfg.teacher.mode == "online"):
+        bad("loss.feature_kd_weight", lo.feature_kd_weight, "needs an online teacher (teacher.name with "
+            "teacher.mode: online): features cannot be warped from a cache like outputs")
     if cfg.teacher.mode == "cached" and cfg.teacher.name and not cfg.teacher.store:
         bad("teacher.store", cfg.teacher.store, "a cached teacher needs the store path")
     return cfg

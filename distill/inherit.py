@@ -65,7 +65,8 @@ def _one_tag_from_per_joint(name: str, student: torch.Tensor, source: torch.Tens
                             ) -> torch.Tensor | None:
     """A one-tag entry from the per-joint one (its last J rows reduced to one), or None when the name or the
     shapes do not say so."""
-    reduction = next((r for prefix, r in TAG_CHANNEL_REDUCTIONS.items() if name.startswith(prefix)), None)
+    reduction = next((r for key, r in TAG_CHANNEL_REDUCTIONS.items()
+                      if name.startswith(key) or "." + key in name), None)  # also under a prefix (head.)
     if (reduction is None or num_joints < 2 or student.dim() == 0 or student.shape[1:] != source.shape[1:]
             or source.shape[0] != student.shape[0] + num_joints - 1):
         return None
@@ -74,12 +75,14 @@ def _one_tag_from_per_joint(name: str, student: torch.Tensor, source: torch.Tens
     return torch.cat([source[:-num_joints], one])
 
 
-def inherit_weights(model: nn.Module, path: str | Path) -> InheritReport:
+def inherit_weights(model: nn.Module, path: str | Path, prefix: str = "") -> InheritReport:
     """Copy every tensor of `path` (official .pth or our model.pt) whose name and shape match into `model`.
 
+    `prefix`: where the source's tree sits in the model, e.g. "head." for a step student whose `head` has the
+    teacher's head shapes (the source's `final_layers.0.weight` is then the model's `head.final_layers.0.weight`).
     Raises a CheckpointError naming the file when nothing matches: a student that inherits nothing would
     silently train from scratch under a run that says it did not."""
-    source = read_state_dict(path)
+    source = {prefix + name: value for name, value in read_state_dict(path).items()}
     target = model.state_dict()
     report = InheritReport(source=str(path))
     num_joints = int(getattr(model, "num_joints", 0))
@@ -107,8 +110,11 @@ def inherit_weights(model: nn.Module, path: str | Path) -> InheritReport:
     if not new_values:
         raise CheckpointError(
             f"{path}: model.init_from: no tensor of this checkpoint has a name and shape of the model's "
-            f"({len(target)} entries, e.g. {next(iter(target))!r}); it only helps a model built from the same "
-            f"module tree (e.g. hrnet_w16_lite from the higherhrnet_w16_synth teacher)")
+            f"({len(target)} entries, e.g. {next(iter(target))!r}"
+            + (f"; source names read with the prefix {prefix!r}" if prefix else "")
+            + "); it only helps a model built from the same module tree (e.g. hrnet_w16_lite from the "
+            "higherhrnet_w16_synth teacher, or with model.init_from_prefix=head. a step student whose head has "
+            "the teacher's widths)")
     with torch.no_grad():
         for name, value in new_values.items():
             target[name].copy_(value.to(dtype=target[name].dtype))

@@ -41,6 +41,7 @@ from distill.data.transforms import AugmentConfig
 from distill.errors import CheckpointError, OutputError, TrainingDiverged, ensure_writable_dir
 from distill.evaluate import require_scorable
 from distill.losses import DistillLoss, LossConfig
+from distill.feature_kd import FeatureTap, feature_kd_loss
 from distill.inherit import inherit_weights
 from distill.models import build_model, contract_of, initialise, load_weights, trained_teacher_config
 from distill.predict import Predictor, evaluate_model
@@ -51,6 +52,7 @@ from distill.teacher_cache.targets import AugMetaDataset, CachedTeacher, OnlineT
 CHECKPOINT = "last.pt"
 MODEL_FILE = "model.pt"
 RUN_LOCK = ".train.lock"  # flock held by the one process training into the folder
+FEATURE_KD_KEYS = ("feature_kd_weight", "feature_kd_at")  # loss-section keys the Trainer handles itself
 
 # ------------------------------------------------------------------------------------------ building
 
@@ -201,6 +203,8 @@ def loss_config(cfg: RunConfig, num_joints: int, tag_dim: int = 1) -> LossConfig
     use_teacher = bool(cfg.teacher.name)
     section = asdict(cfg.loss)  # its fields are LossConfig fields by name (tested)
     section["heatmap_factors"] = tuple(section["heatmap_factors"])
+    for key in FEATURE_KD_KEYS:  # not a DistillLoss term: the Trainer adds it (distill/feature_kd.py)
+        section.pop(key)
     if not use_teacher:
         section.update(alpha=0.0, tag_kd_weight=0.0)
     # the dataset encodes per-joint indices; T = 1 students use index mod H*W
@@ -241,7 +245,7 @@ class Trainer:
         self.model = build_model(cfg.model.kind, cfg.model.name, cfg.model.model_overrides())
         initialise(self.model, cfg.model.init)
         if cfg.model.init_from:
-            self.inherited = inherit_weights(self.model, cfg.model.init_from)
+            self.inherited = inherit_weights(self.model, cfg.model.init_from, cfg.model.init_from_prefix)
             if self.rank == 0:
                 print(f"[{self.out.name}] {self.inherited.summary()}", flush=True)
         if cfg.model.weights:
@@ -278,6 +282,14 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         lr_factor(0, self.steps_per_epoch, cfg)  # validates the schedule before any work
         self.ema = ModelEma(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+        # after the EMA copy, which must not carry the hook
+        self.feature_taps: tuple[FeatureTap, FeatureTap] | None = None
+        if cfg.loss.feature_kd_weight > 0:
+            try:
+                self.feature_taps = (FeatureTap(self.model, cfg.loss.feature_kd_at),
+                                     FeatureTap(self.teacher.model, cfg.loss.feature_kd_at))
+            except ValueError as exc:
+                raise ConfigError(f"loss.feature_kd_at: {exc}") from None
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.steps_per_epoch, cfg))
         try:
@@ -460,6 +472,12 @@ class Trainer:
         with self._autocast():
             outputs = self.net(images)
         loss, logs = self.criterion([o.float() for o in outputs], to(heatmaps), to(masks), to(indices), teacher_outputs)
+        if self.feature_taps is not None:
+            student_tap, teacher_tap = self.feature_taps
+            feature_kd = feature_kd_loss(student_tap.take(), teacher_tap.take()).mean()
+            loss = loss + self.cfg.loss.feature_kd_weight * feature_kd
+            logs["feature_kd"] = float(feature_kd.detach())
+            logs["total"] = float(loss.detach())
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {loss.item()} at step {self.global_step}; lower optim.lr or check data")
         self.optimizer.zero_grad(set_to_none=True)
@@ -546,7 +564,8 @@ class Trainer:
             return
         recent = self.history[-self.steps_per_epoch:]
         mean = lambda k: sum(h.get(k, 0.0) for h in recent) / max(1, len(recent))  # noqa: E731
-        terms = " ".join(f"{k}={mean(k):.4g}" for k in ("hm_4", "hm_2", "push", "pull", "tag_kd") if k in recent[-1])
+        names = ("hm_4", "hm_2", "push", "pull", "tag_kd", "feature_kd")
+        terms = " ".join(f"{k}={mean(k):.4g}" for k in names if k in recent[-1])
         elapsed = time.perf_counter() - t0
         print(f"[{self.out.name}] epoch {self.epoch}/{self.cfg.optim.epochs} step {self.global_step} "
               f"loss={mean('total'):.4g} {terms} lr={recent[-1]['lr']:.3g} "

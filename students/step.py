@@ -28,7 +28,8 @@ Network (`StepPoseNet`):
     stage 1    `stage_blocks[0]` RSBs of width `stage_channels[0]` at 1/4
     stage i>1  3x3 s2 conv-BN-ReLU (C_{i-1} -> C_i), then `stage_blocks[i]` RSBs at 1/2**(i+2)
     neck       TopDownFusion: lateral 1x1 conv+BN per stage, upsample (nearest) + add + ReLU from
-               the coarsest stage back to 1/4, optional 3x3 conv-BN-ReLU ("smooth")
+               the coarsest stage back to 1/4, optional 3x3 conv-BN-ReLU ("smooth"), optional 1x1
+               conv-BN-ReLU to `head_channels` ("head_proj")
     heads      AEHead: 1x1 conv -> J + T at 1/4; cat(features, out) -> deconv k4 s2 + BN + ReLU
                -> BasicBlocks -> 1x1 conv -> J at 1/2
 """
@@ -108,6 +109,7 @@ class StepStudentConfig(AEHeadFields):
     deconv_channels: int              # width of the 1/2 branch
     deconv_blocks: int = 1            # BasicBlocks after the deconv
     smooth: bool = True               # 3x3 conv-BN-ReLU after the top-down fusion at 1/4
+    head_channels: int = 0            # 0: the head reads the neck; >0: a 1x1 conv-BN-ReLU to this width first
     coarse_tags: int = 0              # 0: off; 8/16/32: + tags from that stage's features, upsampled to 1/4
     coarse_tag_hidden: int = 0        # 0: the coarse tags are one 1x1 conv; >0: a 3x3 conv-BN-ReLU of this width first
     coarse_tag_coords: bool = False   # the coarse tags' last conv also sees each cell's (x, y) image position
@@ -128,6 +130,9 @@ class StepStudentConfig(AEHeadFields):
                 f"stage_blocks {list(self.stage_blocks)} needs one entry per stage "
                 f"(stage_channels has {len(self.stage_channels)})")
         self.check_head_fields(stem_channels=self.stem_channels)
+        if self.head_channels < 0:
+            raise StudentConfigError(f"field 'head_channels' must be 0 (the head reads the neck) or >= 1, got "
+                                     f"{self.head_channels}")
         if any(c < 1 for c in self.stage_channels) or any(b < 1 for b in self.stage_blocks):
             raise StudentConfigError("stage_channels and stage_blocks must be positive")
         strides = self.strides
@@ -188,7 +193,12 @@ class StepPoseNet(AEHeadNet):
         self.stages = nn.ModuleList(stages)
         strides = cfg.strides
         self.neck = TopDownFusion(cfg.stage_channels, strides, cfg.neck_channels, smooth=cfg.smooth)
-        self.head = AEHead(cfg.neck_channels, cfg.num_joints, cfg.tag_per_joint, cfg.deconv_channels,
+        # A projection to the head's width: with the teacher's width (16 for higherhrnet_w16_synth) and
+        # deconv_channels the head has the teacher's head's shapes, so it can start from it and its input can
+        # be distilled from the teacher's features (distill/feature_kd.py).
+        self.head_proj = ConvBNReLU(cfg.neck_channels, cfg.head_channels, 1) if cfg.head_channels else None
+        head_in = cfg.head_channels or cfg.neck_channels
+        self.head = AEHead(head_in, cfg.num_joints, cfg.tag_per_joint, cfg.deconv_channels,
                            cfg.deconv_blocks, tag_dim=cfg.tag_dim)
         self.input_multiple = strides[-1]
         # Tags from a coarse stage: one 1x1 conv, upsampled (bilinear) and added to the 1/4 tags, so a large
@@ -231,8 +241,11 @@ class StepPoseNet(AEHeadNet):
         return nn.Identity(), self.coarse_tag
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The fused 1/4 features (B, neck_channels, H/4, W/4)."""
-        return self.neck(self._stage_features(x))
+        """The 1/4 features the head reads (B, head_channels or neck_channels, H/4, W/4)."""
+        return self._head_input(self.neck(self._stage_features(x)))
+
+    def _head_input(self, fused: torch.Tensor) -> torch.Tensor:
+        return fused if self.head_proj is None else self.head_proj(fused)
 
     def _stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         h, w = x.shape[-2:]
@@ -247,7 +260,7 @@ class StepPoseNet(AEHeadNet):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = self._stage_features(x)
-        fused = self.neck(feats)
+        fused = self._head_input(self.neck(feats))
         if self.coarse_tag is None:
             return self.head(fused)
         offset = F.interpolate(self._coarse_tag_offset(feats[self.coarse_tag_stage]), size=fused.shape[-2:],

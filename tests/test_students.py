@@ -17,7 +17,7 @@ from students.step import branch_width
 from teachers.hrnet import PoseHigherResolutionNet
 
 EXPECTED = [
-    "hrnet_w16", "hrnet_w16_lite", "hrnet_w18_small", "step_m", "step_s",
+    "hrnet_w16", "hrnet_w16_lite", "hrnet_w18_small", "step_m", "step_s", "step_s_t16",
     "timm_efficientnet_b0", "timm_mobilenetv3_large_100", "timm_resnet18",
 ]
 ALL = sorted(EXPECTED + [f"{n}_1tag" for n in EXPECTED])
