@@ -98,6 +98,9 @@ class LossSection:
     # of the module named `feature_kd_at` (default: the 1/4 output conv, i.e. the features both heads read).
     feature_kd_weight: float = 0.0
     feature_kd_at: str = "final_layers.0"
+    # The teacher's terms (heatmap KD, tag KD, feature KD) apply for this fraction of the epochs (rounded to whole
+    # epochs), the ground truth alone after: e.g. 0.667 = KD until the step schedule's first lr drop.
+    kd_until: float = 1.0
     ohkm_gt: bool = False
     ohkm_kd: bool = False
     ohkm_topk: int = 8
@@ -243,6 +246,8 @@ def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
         bad("optim.min_lr_factor", o.min_lr_factor, "must be in [0, 1]")
     if any(not 0 <= m <= 1 for m in o.milestones):
         bad("optim.milestones", o.milestones, "must be fractions of the epochs in [0, 1]")
+    if not 0 <= lo.kd_until <= 1:
+        bad("loss.kd_until", lo.kd_until, "must be a fraction of the epochs in [0, 1]")
     if not 0 <= lo.alpha <= 1:
         bad("loss.alpha", lo.alpha, "must be in [0, 1]")
     if not lo.kd_temperature > 0:

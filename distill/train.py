@@ -22,7 +22,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,7 +52,7 @@ from distill.teacher_cache.targets import AugMetaDataset, CachedTeacher, OnlineT
 CHECKPOINT = "last.pt"
 MODEL_FILE = "model.pt"
 RUN_LOCK = ".train.lock"  # flock held by the one process training into the folder
-FEATURE_KD_KEYS = ("feature_kd_weight", "feature_kd_at")  # loss-section keys the Trainer handles itself
+TRAINER_LOSS_KEYS = ("feature_kd_weight", "feature_kd_at", "kd_until")  # loss-section keys the Trainer applies itself
 
 # ------------------------------------------------------------------------------------------ building
 
@@ -203,7 +203,7 @@ def loss_config(cfg: RunConfig, num_joints: int, tag_dim: int = 1) -> LossConfig
     use_teacher = bool(cfg.teacher.name)
     section = asdict(cfg.loss)  # its fields are LossConfig fields by name (tested)
     section["heatmap_factors"] = tuple(section["heatmap_factors"])
-    for key in FEATURE_KD_KEYS:  # not a DistillLoss term: the Trainer adds it (distill/feature_kd.py)
+    for key in TRAINER_LOSS_KEYS:  # not DistillLoss settings: the Trainer applies them (feature KD, KD schedule)
         section.pop(key)
     if not use_teacher:
         section.update(alpha=0.0, tag_kd_weight=0.0)
@@ -279,6 +279,13 @@ class Trainer:
         self.tag_reducer = TagReducer(cfg.loss.tag_reduction) if cfg.teacher.name else None
         self.criterion = DistillLoss(loss_config(cfg, self.num_joints, contract_of(self.model).tag_dim),
                                      self.tag_reducer)
+        # `loss.kd_until`: the teacher's terms apply for that fraction of the epochs, the ground truth alone after
+        self.kd_epochs = round(cfg.loss.kd_until * cfg.optim.epochs) if cfg.teacher.name else 0
+        self.criterion_gt = None
+        if cfg.teacher.name and self.kd_epochs < cfg.optim.epochs:
+            gt_only = replace(loss_config(cfg, self.num_joints, contract_of(self.model).tag_dim), alpha=0.0,
+                              tag_kd_weight=0.0)
+            self.criterion_gt = DistillLoss(gt_only, self.tag_reducer)
         self.optimizer = build_optimizer(self.model, cfg)
         lr_factor(0, self.steps_per_epoch, cfg)  # validates the schedule before any work
         self.ema = ModelEma(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
@@ -467,12 +474,14 @@ class Trainer:
         if self.cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         teacher_outputs = None
-        if self.teacher is not None:
+        kd_on = self.teacher is not None and self.global_step // self.steps_per_epoch < self.kd_epochs
+        if kd_on:
             teacher_outputs = [t.to(self.device) for t in self.teacher.targets_for(batch)]
         with self._autocast():
             outputs = self.net(images)
-        loss, logs = self.criterion([o.float() for o in outputs], to(heatmaps), to(masks), to(indices), teacher_outputs)
-        if self.feature_taps is not None:
+        criterion = self.criterion if kd_on or self.criterion_gt is None else self.criterion_gt
+        loss, logs = criterion([o.float() for o in outputs], to(heatmaps), to(masks), to(indices), teacher_outputs)
+        if self.feature_taps is not None and kd_on:
             student_tap, teacher_tap = self.feature_taps
             feature_kd = feature_kd_loss(student_tap.take(), teacher_tap.take()).mean()
             loss = loss + self.cfg.loss.feature_kd_weight * feature_kd

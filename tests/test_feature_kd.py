@@ -130,3 +130,32 @@ def test_feature_kd_needs_an_online_teacher_and_a_real_layer(tmp_path: Path, mak
         load_config(cfg_path, ["model.init_from=''"])
     with pytest.raises(ConfigError, match="feature_kd_at.*no module named"):
         Trainer(load_config(cfg_path, ["loss.feature_kd_at=final_layers.7"])).release()
+
+
+def test_kd_until_turns_the_teachers_terms_off_after_that_fraction_of_the_epochs(
+        tmp_path: Path, make_synthetic_dataset) -> None:
+    from distill.train import Trainer
+
+    _, teacher_path = _random_teacher(tmp_path)
+    data = make_synthetic_dataset(seed=5, num_train=4, num_val=1, image_size=64)
+    cfg_path = _run_config(tmp_path, data, teacher_path, alpha=0.5, kd_type="softmax", kd_temperature=0.1,
+                           kd_until=0.5)
+    trainer = Trainer(load_config(cfg_path, ["optim.epochs=2"]))
+    try:
+        calls = []
+        original = trainer.teacher.targets_for
+        trainer.teacher.targets_for = lambda batch: calls.append(1) or original(batch)
+        batch = next(iter(trainer.loader))
+        assert trainer.steps_per_epoch == 2 and trainer.kd_epochs == 1
+        logs = []
+        for step in range(4):
+            trainer.global_step = step  # what fit() advances
+            logs.append(trainer.train_step(batch))
+        assert len(calls) == 2  # the teacher runs only while its terms apply
+        assert all("hm_kd_4" in lg and "feature_kd" in lg for lg in logs[:2])
+        assert not any("hm_kd_4" in lg or "feature_kd" in lg for lg in logs[2:])
+        assert trainer.criterion_gt.config.alpha == 0.0 and trainer.criterion.config.alpha == 0.5
+    finally:
+        trainer.release()
+    with pytest.raises(ConfigError, match="loss.kd_until = 1.5"):
+        load_config(cfg_path, ["loss.kd_until=1.5"])

@@ -128,11 +128,11 @@ def test_loss_section_reaches_the_loss_and_bad_values_are_named(tmp_path: Path) 
     loss = loss_config(kd, 17)
     assert (loss.kd_type, loss.kd_temperature, loss.alpha) == (kd.loss.kd_type, kd.loss.kd_temperature, kd.loss.alpha)
     # Every field of the section reaches the loss under its own name (no field-by-field copy to drift), except
-    # the feature-KD keys, which the Trainer applies itself (tests/test_feature_kd.py).
-    from distill.train import FEATURE_KD_KEYS
+    # the feature-KD keys and kd_until, which the Trainer applies itself (tests/test_feature_kd.py).
+    from distill.train import TRAINER_LOSS_KEYS
 
     for f in dataclasses.fields(kd.loss):
-        if f.name in FEATURE_KD_KEYS:
+        if f.name in TRAINER_LOSS_KEYS:
             assert not hasattr(loss, f.name)
             continue
         want = getattr(kd.loss, f.name)
