@@ -95,7 +95,8 @@ class LossSection:
     tag_kd_weight: float = 0.0
     tag_kd_type: str = "absolute"  # 'absolute', 'relational', 'person' or 'centered' (see losses.tag_kd_loss)
     # Feature KD (distill/feature_kd.py): weight of the MSE between the student's and the online teacher's inputs
-    # of the module named `feature_kd_at` (default: the 1/4 output conv, i.e. the features both heads read).
+    # of the module named `feature_kd_at` (default: the 1/4 output conv, i.e. the features both heads read; several
+    # names separated by commas give the mean of their terms, e.g. "stage3,stage4,final_layers.0").
     feature_kd_weight: float = 0.0
     feature_kd_at: str = "final_layers.0"
     # The teacher's terms (heatmap KD, tag KD, feature KD) apply for this fraction of the epochs (rounded to whole

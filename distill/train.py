@@ -41,7 +41,7 @@ from distill.data.transforms import AugmentConfig
 from distill.errors import CheckpointError, OutputError, TrainingDiverged, ensure_writable_dir
 from distill.evaluate import require_scorable
 from distill.losses import DistillLoss, LossConfig
-from distill.feature_kd import FeatureTap, feature_kd_loss
+from distill.feature_kd import FeatureTap, feature_kd_loss, tap_names
 from distill.inherit import inherit_weights
 from distill.models import build_model, contract_of, initialise, load_weights, trained_teacher_config
 from distill.predict import Predictor, evaluate_model
@@ -290,11 +290,11 @@ class Trainer:
         lr_factor(0, self.steps_per_epoch, cfg)  # validates the schedule before any work
         self.ema = ModelEma(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         # after the EMA copy, which must not carry the hook
-        self.feature_taps: tuple[FeatureTap, FeatureTap] | None = None
+        self.feature_taps: list[tuple[FeatureTap, FeatureTap]] = []  # (student, teacher) per named layer
         if cfg.loss.feature_kd_weight > 0:
             try:
-                self.feature_taps = (FeatureTap(self.model, cfg.loss.feature_kd_at),
-                                     FeatureTap(self.teacher.model, cfg.loss.feature_kd_at))
+                self.feature_taps = [(FeatureTap(self.model, name), FeatureTap(self.teacher.model, name))
+                                     for name in tap_names(cfg.loss.feature_kd_at)]
             except ValueError as exc:
                 raise ConfigError(f"loss.feature_kd_at: {exc}") from None
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -481,9 +481,8 @@ class Trainer:
             outputs = self.net(images)
         criterion = self.criterion if kd_on or self.criterion_gt is None else self.criterion_gt
         loss, logs = criterion([o.float() for o in outputs], to(heatmaps), to(masks), to(indices), teacher_outputs)
-        if self.feature_taps is not None and kd_on:
-            student_tap, teacher_tap = self.feature_taps
-            feature_kd = feature_kd_loss(student_tap.take(), teacher_tap.take()).mean()
+        if self.feature_taps and kd_on:
+            feature_kd = torch.stack([feature_kd_loss(s.take(), t.take()).mean() for s, t in self.feature_taps]).mean()
             loss = loss + self.cfg.loss.feature_kd_weight * feature_kd
             logs["feature_kd"] = float(feature_kd.detach())
             logs["total"] = float(loss.detach())

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from distill.config import ConfigError, load_config
-from distill.feature_kd import FeatureTap, feature_kd_loss, find_module
+from distill.feature_kd import FeatureTap, feature_kd_loss, find_module, tap_names
 from distill.inherit import inherit_weights
 from distill.models import build_model
 from students import build_student
@@ -57,6 +57,39 @@ def test_feature_kd_loss_is_the_per_image_mean_squared_difference() -> None:
         feature_kd_loss(s, torch.randn(3, 8, 5, 6))
 
 
+def test_lists_of_maps_give_the_mean_of_their_terms_and_names_split_on_commas() -> None:
+    torch.manual_seed(1)
+    s = [torch.randn(2, 4, 8, 8), torch.randn(2, 8, 4, 4)]
+    t = [torch.randn(2, 4, 8, 8), torch.randn(2, 8, 4, 4)]
+    torch.testing.assert_close(feature_kd_loss(s, t), (feature_kd_loss(s[0], t[0]) + feature_kd_loss(s[1], t[1])) / 2)
+    with pytest.raises(ValueError, match="a list of 2 maps.*a list of 1 maps"):
+        feature_kd_loss(s, t[:1])
+    with pytest.raises(ValueError, match="a list of 2 maps.*one map"):
+        feature_kd_loss(s, t[0])
+    assert tap_names("stage3, stage4,final_layers.0") == ["stage3", "stage4", "final_layers.0"]
+    with pytest.raises(ValueError, match="separated by commas"):
+        tap_names("stage3,,stage4")
+
+
+def test_layerwise_hints_on_the_lite_student_compare_every_branch_of_the_named_stages(tmp_path: Path) -> None:
+    """hrnet_w16_lite shares the teacher's tree: its stage inputs are lists of maps of the teacher's shapes."""
+    teacher, path = _random_teacher(tmp_path, seed=3)
+    student = build_model("student", "hrnet_w16_lite").eval()
+    inherit_weights(student, path)
+    taps = [(FeatureTap(student, n), FeatureTap(teacher, n)) for n in tap_names("stage2,stage3,final_layers.0")]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        student(x), teacher(x)
+    values = [(s.take(), t.take()) for s, t in taps]
+    assert [len(v[0]) for v in values[:2]] == [2, 3] and values[2][0].shape == (1, 16, 16, 16)
+    # stem, layer1 and transition1 are inherited whole, so stage 2 reads exactly the teacher's maps ...
+    for s_map, t_map in zip(*values[0]):
+        torch.testing.assert_close(s_map, t_map)
+    assert float(feature_kd_loss(*values[0]).max()) < 1e-10
+    # ... and from there on the dropped blocks change what each stage gives
+    assert float(feature_kd_loss(*values[1]).min()) > 1e-4
+
+
 def test_a_step_student_with_the_teachers_head_widths_takes_its_head_and_reproduces_its_outputs(
         tmp_path: Path) -> None:
     """From the teacher's own features, the inherited head gives exactly the teacher's outputs: so the
@@ -100,7 +133,7 @@ def test_the_trainer_adds_the_weighted_feature_term(tmp_path: Path, make_synthet
     trainer = Trainer(load_config(cfg_path))
     try:
         batch = next(iter(trainer.loader))
-        s_tap, t_tap = trainer.feature_taps
+        [(s_tap, t_tap)] = trainer.feature_taps
         assert s_tap.name == "head.final_layers.0" and t_tap.name == "final_layers.0"
         with torch.no_grad():  # the same step's terms, recomputed by hand
             t_outs = trainer.teacher.targets_for(batch)
