@@ -9,7 +9,8 @@ Stages (each reused when already finished, so a rerun only does what is missing)
  4. students with the same budget (epochs, images, lr schedule): step_s on ground truth only and
     step_s distilled, each for every --seeds; step_s_1tag distilled (one shared tag map), every seed;
     with --inherited also hrnet_w16_lite (the teacher's tree at half depth) from scratch, started from the
-    teacher's weights (`model.init_from`), and started from them + distilled, every seed;
+    teacher's weights (`model.init_from`), started from them + distilled, and started from them + feature KD
+    (online teacher), every seed;
     with --ablations also the KD variants of ABLATIONS (first seed): what each loss choice does;
  5. a table: val AP (mean ± std over seeds, and per seed), the loss of each row read back from the run's config.json, params,
     GMACs at the input size, wall time per run. The script refuses to tabulate runs whose budgets differ.
@@ -71,6 +72,11 @@ INHERITED_RUNS = [
      LITE + ["model.init_from={teacher_weights}"]),
     ("hrnet_w16_lite inherited + distilled", "configs/train/synth_step_s_kd.yaml", "lite_inherit_kd",
      LITE + ["model.init_from={teacher_weights}"]),
+    # feature KD (layer-wise hints at the inputs of stages 3 and 4 and of the 1/4 output conv; docs/learning.md,
+    # session 23): the teacher runs online on each batch, since its features cannot be warped from the cache
+    ("hrnet_w16_lite inherited + feature KD", "configs/train/synth_step_s_gt.yaml", "lite_inherit_fkd",
+     LITE + ["model.init_from={teacher_weights}", "teacher.name=higherhrnet_w16_synth", "teacher.mode=online",
+             "loss.feature_kd_weight=1.0", "loss.feature_kd_at=stage3,stage4,final_layers.0"]),
 ]
 # A weaker teacher for the teacher-quality ablation: the same config and schedule shape, 8 epochs not 24.
 SHORT_TEACHER = ("teacher_short", ["optim.epochs=8"])
@@ -153,6 +159,10 @@ def describe_loss(cfg: dict[str, Any]) -> str:
             parts.append(f"OHKM top-{loss['ohkm_topk']} on KD")
     if loss.get("ohkm_gt"):
         parts.append(f"OHKM top-{loss['ohkm_topk']} on GT")
+    if loss.get("feature_kd_weight", 0) > 0:
+        parts.append(f"feature KD {loss['feature_kd_weight']:g} at {loss['feature_kd_at']}")
+    if loss.get("kd_until", 1.0) < 1:
+        parts.append(f"KD for the first {loss['kd_until']:g} of the epochs")
     kind = loss.get("tag_kd_type", "absolute")
     parts.append(f"tag KD {loss['tag_kd_weight']:g}" + (f" {kind}" if loss["tag_kd_weight"] > 0 else "")
                  + (f" ({loss['tag_reduction']})"
@@ -304,6 +314,10 @@ def _table(teachers: list[tuple[str, dict[str, float], float | str]], walls: dic
                     "hrnet_w16_lite inherited - from scratch (both GT only)")
     rows += _paired(results, "hrnet_w16_lite inherited + distilled", "hrnet_w16_lite inherited, GT only",
                     "hrnet_w16_lite inherited: + heatmap KD - GT only")
+    rows += _paired(results, "hrnet_w16_lite inherited + feature KD", "hrnet_w16_lite inherited, GT only",
+                    "hrnet_w16_lite inherited: + feature KD - GT only")
+    rows += _paired(results, "hrnet_w16_lite inherited + feature KD", "hrnet_w16_lite GT only",
+                    "hrnet_w16_lite inherited + feature KD - from scratch GT only (all the teacher gives vs none)")
     one = {seed: s["AP"] for seed, s, *_ in results.get(ONE_TAG_RUN[0], [])}
     many = {seed: s["AP"] for seed, s, *_ in results.get("step_s distilled", [])}
     common = sorted(set(one) & set(many))

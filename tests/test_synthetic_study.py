@@ -8,6 +8,8 @@ import pytest
 
 from tests.script_module import load_script
 
+REPO = Path(__file__).resolve().parents[1]
+
 study = load_script("synthetic_study")
 
 
@@ -69,7 +71,8 @@ def test_inherited_rows_start_the_lite_student_from_the_teachers_weights(tmp_pat
     study.main(["--root", str(tmp_path), "--seeds", "0", "1", "--inherited"])
     sets = {name: [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"] for name, cmd in ran}
     lite = sorted(n for n in sets if n.startswith("lite_"))
-    assert lite == sorted(f"{p}_seed{s}" for p in ("lite_gt", "lite_inherit_gt", "lite_inherit_kd") for s in (0, 1))
+    assert lite == sorted(f"{p}_seed{s}" for p in ("lite_gt", "lite_inherit_gt", "lite_inherit_kd", "lite_inherit_fkd")
+                          for s in (0, 1))
     for name in lite:
         assert "model.name=hrnet_w16_lite" in sets[name]
         inherits = [s for s in sets[name] if s.startswith("model.init_from=")]
@@ -77,4 +80,12 @@ def test_inherited_rows_start_the_lite_student_from_the_teachers_weights(tmp_pat
             assert not inherits and "model.init=kaiming" in sets[name]
         else:
             assert inherits and inherits[0].endswith("higherhrnet_w16_synth.pt")  # the shipped teacher's file
-        assert any(s.startswith("teacher.") for s in sets[name]) == name.startswith("lite_inherit_kd")
+        assert any(s.startswith("teacher.") for s in sets[name]) == name.startswith(("lite_inherit_kd",
+                                                                                     "lite_inherit_fkd"))
+        # feature KD needs the online teacher (its features cannot be warped from the cache)
+        assert ("teacher.mode=online" in sets[name]) == name.startswith("lite_inherit_fkd")
+        if name.startswith("lite_inherit_fkd"):
+            from distill.config import load_config
+
+            cfg = load_config(REPO / "configs/train/synth_step_s_gt.yaml", [s for s in sets[name]])
+            assert cfg.loss.feature_kd_weight == 1.0 and cfg.teacher.name == "higherhrnet_w16_synth"
