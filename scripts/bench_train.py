@@ -9,6 +9,11 @@ so the last column is a ratio that does not depend on the machine's speed.
     python scripts/bench_train.py                       # CPU, input 256, batch 8
     python scripts/bench_train.py --device cuda --amp bf16 --channels-last --batch 32 --input-size 512
     python scripts/bench_train.py --rows student:step_s student:step_s:kd --threads 1 --precision-sweep
+    python scripts/bench_train.py --rows student:hrnet_w16_lite student:hrnet_w16_lite:fkd --threads 1 --amp bf16
+
+Row modes: KIND:NAME (ground truth only), :kd (softmax heatmap KD from the online teacher), :fkd (layer-wise
+feature KD from the online teacher, the inputs of stages 3 and 4 and of the 1/4 output conv: students of the
+teacher's tree only).
 
 --precision-sweep times every row four ways (fp32, bf16 autocast, channels_last, both) and prints each against
 the same row's fp32 step in the same run: on a CPU with native bf16 (AVX512-BF16/AMX) the last can be the
@@ -40,16 +45,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_row(kind: str, name: str, kd: bool, args: argparse.Namespace, data: Path, teacher_weights: Path,
+FEATURE_KD_LAYERS = "stage3,stage4,final_layers.0"  # the layer-wise hints of docs/learning.md, session 23
+
+
+def time_row(kind: str, name: str, kd: str, args: argparse.Namespace, data: Path, teacher_weights: Path,
              work: Path) -> dict[str, float]:
+    """`kd`: "" (GT only), "kd" (heatmap KD) or "fkd" (feature KD), both from the online teacher."""
+    fkd = dict(feature_kd_weight=1.0, feature_kd_at=FEATURE_KD_LAYERS) if kd == "fkd" else {}
     cfg = RunConfig(
         model=ModelSection(kind, name),
         teacher=TeacherSection(name=TEACHER, weights=str(teacher_weights), mode="online") if kd else TeacherSection(),
         data=DataSection(root=str(data), input_size=args.input_size, workers=0),
-        loss=LossSection(alpha=0.5 if kd else 0.0, kd_type="softmax", kd_temperature=0.1,
-                         push_factor=1e-2, pull_factor=1e-2),
+        loss=LossSection(alpha=0.5 if kd == "kd" else 0.0, kd_type="softmax", kd_temperature=0.1,
+                         push_factor=1e-2, pull_factor=1e-2, **fkd),
         optim=OptimSection(epochs=1, batch_size=args.batch),
-        train=TrainSection(out=str(work / f"{kind}_{name}_{int(kd)}_{args.amp}_{int(args.channels_last)}"), seed=0,
+        train=TrainSection(out=str(work / f"{kind}_{name}_{kd or 'gt'}_{args.amp}_{int(args.channels_last)}"), seed=0,
                            device=args.device, amp=args.amp, channels_last=args.channels_last, eval_every=0, ckpt_every=0, tensorboard=False,
                            threads=args.threads or 0),
     )
@@ -75,7 +85,7 @@ def time_row(kind: str, name: str, kd: bool, args: argparse.Namespace, data: Pat
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS,
-                   help="KIND:NAME[:kd] (kd = distil from the online synthetic teacher)")
+                   help="KIND:NAME[:kd|:fkd] (heatmap / feature KD from the online synthetic teacher)")
     p.add_argument("--data", type=Path, default=None, help="COCO-format root (default: a small synthetic set)")
     p.add_argument("--input-size", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
@@ -128,7 +138,7 @@ def _time_rows(args: argparse.Namespace, work: Path, settings: Sequence[tuple[st
     out = []
     for spec in args.rows:
         kind, name, kd = _parse_row(spec)
-        label = f"{name}{' (KD, online teacher)' if kd else ''}"
+        label = name + {"": "", "kd": " (KD, online teacher)", "fkd": " (feature KD, online teacher)"}[kd]
         for pname, amp, cl in settings:
             a = copy.copy(args)
             a.amp, a.channels_last = amp, cl
@@ -142,11 +152,12 @@ PRECISIONS = (("fp32", "none", False), ("bf16", "bf16", False), ("fp32 channels_
               ("bf16 channels_last", "bf16", True))
 
 
-def _parse_row(spec: str) -> tuple[str, str, bool]:
+def _parse_row(spec: str) -> tuple[str, str, str]:
+    """'student:NAME[:kd|:fkd]' -> (kind, name, mode), mode "" for ground truth only."""
     parts = spec.split(":")
-    if len(parts) not in (2, 3) or parts[0] not in ("teacher", "student") or parts[2:] not in ([], ["kd"]):
-        raise SystemExit(f"--rows entry {spec!r}: expected KIND:NAME[:kd] with KIND teacher or student")
-    return parts[0], parts[1], parts[2:] == ["kd"]
+    if len(parts) not in (2, 3) or parts[0] not in ("teacher", "student") or parts[2:] not in ([], ["kd"], ["fkd"]):
+        raise SystemExit(f"--rows entry {spec!r}: expected KIND:NAME[:kd|:fkd] with KIND teacher or student")
+    return parts[0], parts[1], (parts[2:] or [""])[0]
 
 
 def precision_sweep(args: argparse.Namespace) -> None:

@@ -20,3 +20,14 @@ def test_bad_row_is_named() -> None:
     bench = load_script("bench_train")
     with pytest.raises(SystemExit, match="--rows entry 'student'"):
         bench._parse_row("student")
+
+
+def test_row_modes_and_a_feature_kd_row_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = load_script("bench_train")
+    assert bench._parse_row("student:step_s") == ("student", "step_s", "")
+    assert bench._parse_row("student:hrnet_w16_lite:fkd") == ("student", "hrnet_w16_lite", "fkd")
+    with pytest.raises(SystemExit, match="--rows entry 'student:step_s:xkd'"):
+        bench._parse_row("student:step_s:xkd")
+    bench.main(["--rows", "student:hrnet_w16_lite:fkd", "--input-size", "64", "--batch", "2", "--steps", "1",
+                "--warmup", "0", "--threads", "1"])
+    assert "| hrnet_w16_lite (feature KD, online teacher) |" in capsys.readouterr().out
