@@ -350,7 +350,7 @@ class Trainer:
         teacher = build_model("teacher", trained_teacher_config(t.name, t.weights))
         load_weights(teacher, t.weights)
         return OnlineTeacher(teacher, amp=None if self.cfg.train.amp == "none" else self.cfg.train.amp,
-                             device=self.device), None
+                             device=self.device, channels_last=self.cfg.train.channels_last), None
 
     def _autocast(self) -> Any:
         return autocast(self.device, self.amp_dtype)

@@ -482,3 +482,17 @@ def test_same_ids_other_images_are_refused(store_dir: Path, data_root: Path, tmp
     meta[0]
     with pytest.raises(StoreMismatchError, match="is not the image the teacher store was built on"):
         meta[3]
+
+
+def test_a_channels_last_online_teacher_gives_the_same_maps(data_root: Path, model) -> None:
+    """channels_last changes the memory layout the convs run in (about twice as fast in bf16 on a CPU), not the maps."""
+    import copy
+
+    ds = _dataset(data_root)
+    batch = next(iter(torch.utils.data.DataLoader(AugMetaDataset(ds), batch_size=2, shuffle=False)))
+    plain = OnlineTeacher(copy.deepcopy(model)).targets_for(batch)
+    last = OnlineTeacher(copy.deepcopy(model), channels_last=True)
+    weight = next(p for p in last.model.parameters() if p.dim() == 4)
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(last.targets_for(batch), plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -83,8 +83,14 @@ class OnlineTeacher:
     such as `(student * teacher).sum()` would fail with them.
     """
 
-    def __init__(self, model: torch.nn.Module, amp: str | None = None, device: str | torch.device | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, amp: str | None = None, device: str | torch.device | None = None,
+                 channels_last: bool = False) -> None:
+        """`channels_last`: run the teacher in that memory format, as the student is (on a CPU with bf16 the
+        synthetic teacher's forward takes about half the time: 56 vs 105 ms for a batch of 4 at 256)."""
         self.model = model.eval()
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)
         if device is not None:
@@ -98,6 +104,8 @@ class OnlineTeacher:
         if self.model.training:  # someone called .train() on a parent module: BN must stay frozen
             self.model.eval()
         x = _images_of(batch).to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), autocast(self.device, self.amp):
             outs = self.model(x)
         return [o.float() for o in outs]
