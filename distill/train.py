@@ -277,15 +277,13 @@ class Trainer:
         self.steps_per_epoch = self.sampler.batches_per_epoch
 
         self.tag_reducer = TagReducer(cfg.loss.tag_reduction) if cfg.teacher.name else None
-        self.criterion = DistillLoss(loss_config(cfg, self.num_joints, contract_of(self.model).tag_dim),
-                                     self.tag_reducer)
+        losses = loss_config(cfg, self.num_joints, contract_of(self.model).tag_dim)
+        self.criterion = DistillLoss(losses, self.tag_reducer)
         # `loss.kd_until`: the teacher's terms apply for that fraction of the epochs, the ground truth alone after
         self.kd_epochs = round(cfg.loss.kd_until * cfg.optim.epochs) if cfg.teacher.name else 0
         self.criterion_gt = None
         if cfg.teacher.name and self.kd_epochs < cfg.optim.epochs:
-            gt_only = replace(loss_config(cfg, self.num_joints, contract_of(self.model).tag_dim), alpha=0.0,
-                              tag_kd_weight=0.0)
-            self.criterion_gt = DistillLoss(gt_only, self.tag_reducer)
+            self.criterion_gt = DistillLoss(replace(losses, alpha=0.0, tag_kd_weight=0.0), self.tag_reducer)
         self.optimizer = build_optimizer(self.model, cfg)
         lr_factor(0, self.steps_per_epoch, cfg)  # validates the schedule before any work
         self.ema = ModelEma(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
