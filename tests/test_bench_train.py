@@ -31,3 +31,18 @@ def test_row_modes_and_a_feature_kd_row_runs(capsys: pytest.CaptureFixture[str])
     bench.main(["--rows", "student:hrnet_w16_lite:fkd", "--input-size", "64", "--batch", "2", "--steps", "1",
                 "--warmup", "0", "--threads", "1"])
     assert "| hrnet_w16_lite (feature KD, online teacher) |" in capsys.readouterr().out
+
+
+def test_bench_losses_prints_both_arms_per_output(capsys: pytest.CaptureFixture[str]) -> None:
+    load_script("bench_losses").main(["--input-size", "32", "--batch", "1", "--repeats", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1/")]
+    assert [r.split("|")[1].strip() for r in rows] == ["1/4 (8x8)", "1/2 (16x16)"]
+    assert all(float(r.split("|")[2]) > 0 and float(r.split("|")[3]) > 0 for r in rows)
+
+
+def test_bench_allocator_runs_both_arms(capsys: pytest.CaptureFixture[str]) -> None:
+    load_script("bench_allocator").main(["--steps", "1", "--rounds", "1", "--input-size", "64", "--batch", "2",
+                                         "--workers", "0"])
+    out = capsys.readouterr().out
+    assert "| glibc defaults |" in out and "| keep_freed_memory |" in out
+    assert out.rstrip().splitlines()[-2].rstrip().endswith("| 1.00x |")  # the reference row

@@ -74,3 +74,37 @@ def test_fused_losses_build_no_graph_without_grad():
     with torch.no_grad():
         assert per_joint_heatmap_loss(pred, gt, mask).grad_fn is None
         assert per_joint_softmax_kd_loss(pred, gt, mask, 0.1).grad_fn is None
+
+
+def test_loss_terms_on_channels_last_bf16_outputs_match_a_contiguous_float_copy():
+    """A model in bf16 autocast + channels_last hands the loss strided bf16 outputs; `compute_terms` copies the
+    heatmap slice into contiguous float32 once. Same terms as on a contiguous float32 copy of those outputs (the
+    values are the bf16 values, so exactly equal), and the gradient comes back in the output's dtype."""
+    from distill.losses import DistillLoss, LossConfig
+
+    g = torch.Generator().manual_seed(3)
+    b, j, h = 2, 4, 8
+    out4 = torch.randn(b, 2 * j, h, h, generator=g).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    out2 = torch.randn(b, j, 2 * h, 2 * h, generator=g).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    heat = [torch.rand(b, j, h, h, generator=g), torch.rand(b, j, 2 * h, 2 * h, generator=g)]
+    masks = [(torch.rand(b, s, s, generator=g) > 0.2).float() for s in (h, 2 * h)]
+    teacher = [torch.randn(b, 2 * j, h, h, generator=g), torch.randn(b, j, 2 * h, 2 * h, generator=g)]
+    index = torch.zeros(b, 3, j, 2, dtype=torch.long)
+    index[:, :2, :, 0] = torch.randint(0, j * h * h, (b, 2, j), generator=g)
+    index[:, :2, :, 1] = 1
+    loss = DistillLoss(LossConfig(num_joints=j, alpha=0.5, kd_type="softmax", kd_temperature=0.1,
+                                  heatmap_loss="focal", fg_weight=10.0))
+
+    def run(outs):
+        outs = [o.detach().requires_grad_() for o in outs]
+        total, logs = loss(outs, heat, masks, index, teacher)
+        total.backward()
+        return total.detach(), logs, [o.grad for o in outs]
+
+    t1, logs1, g1 = run([out4, out2])
+    t2, logs2, g2 = run([out4.float().contiguous(), out2.float().contiguous()])
+    assert torch.equal(t1, t2)
+    assert logs1 == logs2
+    for a, ref in zip(g1, g2):
+        assert a.dtype == torch.bfloat16
+        torch.testing.assert_close(a.float(), ref, rtol=1e-2, atol=1e-6)
