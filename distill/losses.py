@@ -577,10 +577,10 @@ class DistillLoss(nn.Module):
         terms: dict[str, Tensor] = {}
         for i, out in enumerate(outputs):
             name = output_name(i)
-            # One copy into contiguous float32 up front: the heatmap terms then run on plain (B, J, H, W) memory.
-            # On the slice of a channels_last bf16 output each of their elementwise ops walked strided memory and
-            # converted dtypes again, and their gradients were summed in bf16; this way the GT and KD terms run
-            # 1.2x (1/2 resolution) to 1.5x (1/4) faster on a CPU (session 24, scripts/bench_losses.py).
+            # One copy into contiguous float32 up front: the heatmap terms then run on plain (B, J, H, W) memory
+            # whatever the model gave (a channels_last or bf16 output made each elementwise op walk strided memory
+            # or convert again). A small gain for the Trainer's float32 NHWC outputs (1.04x at 1/2 resolution,
+            # 1.1x at 1/4), more for raw bf16 ones (scripts/bench_losses.py, session 24).
             pred = out[:, :j].to(torch.float32, memory_format=torch.contiguous_format)
             with torch.set_grad_enabled(torch.is_grad_enabled() and alpha < 1):
                 target = heatmaps[i].to(pred.device)

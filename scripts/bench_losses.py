@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""The heatmap loss terms' cost on a CPU: a model's channels_last bf16 outputs as they come vs one contiguous
-float32 copy first (what `DistillLoss.compute_terms` does since session 24).
+"""The heatmap loss terms' cost on a CPU: a model's channels_last outputs as they come vs one contiguous float32
+copy first (what `DistillLoss.compute_terms` does since session 24).
 
 Usage:  python scripts/bench_losses.py [--batch 4] [--input-size 256] [--threads 1] [--repeats 30]
 
 Per output resolution of a 17-joint student (1/4 and 1/2 of the input), forward + backward of the focal GT
 term and the softmax KD term (T = 0.1), both arms in the same run on the same tensors:
-  strided: the terms called on the slice `out[:, :J]` of a channels_last bf16 output (each term converts and
-           walks strided memory; the two gradients are summed in bf16), as before session 24;
+  strided: the terms called on the slice `out.float()[:, :J]` of a channels_last bf16 output, as the Trainer
+           hands it over (float32 in NHWC order: each term walks strided memory), as before session 24;
   copy:    the slice copied once to contiguous float32 (autograd carries the gradient back), then the terms.
 Prints medians and the ratio strided / copy.
 """
@@ -51,25 +51,27 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"heatmap terms (focal GT + softmax KD), forward + backward, batch {args.batch}, {args.threads} thread(s), "
           f"median of {args.repeats}")
-    print("| output | strided bf16 slice ms | contiguous float32 copy ms | strided / copy |\n|---|---:|---:|---:|")
+    print("| output | strided NHWC slice ms | contiguous float32 copy ms | strided / copy |\n|---|---:|---:|---:|")
     for stride, channels in ((4, 2 * J), (2, J)):
         r = args.input_size // stride
-        out = (torch.randn(args.batch, channels, r, r, generator=g).to(torch.bfloat16)
-               .to(memory_format=torch.channels_last).requires_grad_())
+        # what the Trainer hands the loss under bf16 autocast + channels_last: the outputs made float32
+        # (`o.float()` keeps their NHWC order), gradients flowing back to the bf16 network outputs
+        net_out = (torch.randn(args.batch, channels, r, r, generator=g).to(torch.bfloat16)
+                   .to(memory_format=torch.channels_last).requires_grad_())
         gt = torch.rand(args.batch, J, r, r, generator=g)
         teacher = torch.randn(args.batch, J, r, r, generator=g)
         mask = torch.ones(args.batch, r, r)
 
         def terms(copy: bool):
             def run() -> None:
-                pred = out[:, :J]
+                pred = net_out.float()[:, :J]
                 if copy:
                     pred = pred.to(torch.float32, memory_format=torch.contiguous_format)
                 w = heatmap_pixel_weights(pred, gt, "focal", 10.0)
                 loss = per_joint_heatmap_loss(pred, gt, mask, w).mean()
                 loss = loss + per_joint_softmax_kd_loss(pred, teacher, mask, 0.1).mean()
                 loss.backward()
-                out.grad = None
+                net_out.grad = None
             return run
 
         strided, copied = time_ms(terms(False), args.repeats), time_ms(terms(True), args.repeats)
