@@ -579,8 +579,8 @@ class DistillLoss(nn.Module):
             name = output_name(i)
             # One copy into contiguous float32 up front: the heatmap terms then run on plain (B, J, H, W) memory
             # whatever the model gave (a channels_last or bf16 output made each elementwise op walk strided memory
-            # or convert again). A small gain for the Trainer's float32 NHWC outputs (1.04x at 1/2 resolution,
-            # 1.1x at 1/4), more for raw bf16 ones (scripts/bench_losses.py, session 24).
+            # or convert again): 1.13x (1/2 resolution) to 1.25x (1/4) on the heatmap terms against converting the
+            # whole output first (scripts/bench_losses.py, session 24).
             pred = out[:, :j].to(torch.float32, memory_format=torch.contiguous_format)
             with torch.set_grad_enabled(torch.is_grad_enabled() and alpha < 1):
                 target = heatmaps[i].to(pred.device)

@@ -481,7 +481,9 @@ class Trainer:
         with self._autocast():
             outputs = self.net(images)
         criterion = self.criterion if kd_on or self.criterion_gt is None else self.criterion_gt
-        loss, logs = criterion([o.float() for o in outputs], to(heatmaps), to(masks), to(indices), teacher_outputs)
+        # The loss reads autocast's bf16 outputs as they are: it copies the heatmaps to contiguous float32 once and
+        # gathers the tags before converting them (a whole-output `.float()` here was a second copy per step).
+        loss, logs = criterion(list(outputs), to(heatmaps), to(masks), to(indices), teacher_outputs)
         if self.feature_taps and kd_on:
             feature_kd = torch.stack([feature_kd_loss(s.take(), t.take()).mean() for s, t in self.feature_taps]).mean()
             loss = loss + self.cfg.loss.feature_kd_weight * feature_kd

@@ -1,14 +1,14 @@
 #!/usr/bin/env python
-"""The heatmap loss terms' cost on a CPU: a model's channels_last outputs as they come vs one contiguous float32
-copy first (what `DistillLoss.compute_terms` does since session 24).
+"""The heatmap loss terms' cost on a CPU, before and since session 24: the Trainer's whole-output `.float()` and
+strided terms vs one contiguous float32 copy of the heatmap slice (what `DistillLoss.compute_terms` does now).
 
 Usage:  python scripts/bench_losses.py [--batch 4] [--input-size 256] [--threads 1] [--repeats 30]
 
 Per output resolution of a 17-joint student (1/4 and 1/2 of the input), forward + backward of the focal GT
 term and the softmax KD term (T = 0.1), both arms in the same run on the same tensors:
-  strided: the terms called on the slice `out.float()[:, :J]` of a channels_last bf16 output, as the Trainer
-           hands it over (float32 in NHWC order: each term walks strided memory), as before session 24;
-  copy:    the slice copied once to contiguous float32 (autograd carries the gradient back), then the terms.
+  strided: the Trainer made the whole channels_last bf16 output float32 (`out.float()`, still NHWC) and the
+           terms ran on its slice `[:, :J]`, walking strided memory (before session 24);
+  copy:    the bf16 slice copied once to contiguous float32 (autograd carries the gradient back), then the terms.
 Prints medians and the ratio strided / copy.
 """
 from __future__ import annotations
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| output | strided NHWC slice ms | contiguous float32 copy ms | strided / copy |\n|---|---:|---:|---:|")
     for stride, channels in ((4, 2 * J), (2, J)):
         r = args.input_size // stride
-        # what the Trainer hands the loss under bf16 autocast + channels_last: the outputs made float32
-        # (`o.float()` keeps their NHWC order), gradients flowing back to the bf16 network outputs
+        # a network output under bf16 autocast + channels_last; gradients flow back to it
         net_out = (torch.randn(args.batch, channels, r, r, generator=g).to(torch.bfloat16)
                    .to(memory_format=torch.channels_last).requires_grad_())
         gt = torch.rand(args.batch, J, r, r, generator=g)
@@ -64,9 +63,10 @@ def main(argv: list[str] | None = None) -> None:
 
         def terms(copy: bool):
             def run() -> None:
-                pred = net_out.float()[:, :J]
                 if copy:
-                    pred = pred.to(torch.float32, memory_format=torch.contiguous_format)
+                    pred = net_out[:, :J].to(torch.float32, memory_format=torch.contiguous_format)
+                else:
+                    pred = net_out.float()[:, :J]
                 w = heatmap_pixel_weights(pred, gt, "focal", 10.0)
                 loss = per_joint_heatmap_loss(pred, gt, mask, w).mean()
                 loss = loss + per_joint_softmax_kd_loss(pred, teacher, mask, 0.1).mean()
