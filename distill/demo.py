@@ -52,7 +52,7 @@ TEACHER = "higherhrnet_w16_synth"
 # stages take ~2.3 min); fp32 in the same ratio (bf16 + channels_last is 1.6x the images/s of the whole loop).
 # Session 24: with the glibc memory reuse (distill/allocator.py) and the KD term off after the first lr drop
 # (kd_until 2/3 in the recipes), 15 bf16 epochs took 8.7 min side by side on the Intel Xeon and the whole demo 10.4
-# min; 20 epochs (2,400 steps) fill the budget to ~13.5 min there. fp32 unchanged (not re-measured).
+# min; 20 epochs (2,400 steps): 13.8 min from a fresh clone there. fp32 unchanged (not re-measured).
 STUDENT_EPOCHS = {"bf16": 20, "none": 10}
 STUDENTS = ("step_s", "step_s_1tag")  # 17 per-joint tag maps, one shared tag map
 
