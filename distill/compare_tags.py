@@ -445,9 +445,24 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def display_spec(spec: str, cwd: Path | None = None) -> str:
+    """A KIND:NAME:PATH spec with PATH relative to `cwd` when it lies below it (reports pasted into a README must
+    not carry the machine's absolute paths)."""
+    kind, sep, rest = spec.partition(":")
+    name, sep2, path = rest.partition(":")
+    if not sep or not sep2 or not Path(path).is_absolute():
+        return spec
+    try:
+        rel = Path(path).resolve().relative_to((cwd or Path.cwd()).resolve())
+    except ValueError:
+        return spec
+    return f"{kind}:{name}:{rel.as_posix()}"
+
+
 def format_report(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
     lim = f", first {meta['limit']} images" if meta.get("limit") else ""
-    out = [f"## Tag reduction: {meta.get('teacher') or 'teacher'} on {meta['split']}{lim}, input {meta['input_size']}"
+    teacher = display_spec(meta["teacher"]) if meta.get("teacher") else "teacher"
+    out = [f"## Tag reduction: {teacher} on {meta['split']}{lim}, input {meta['input_size']}"
            f"{', flip test' if meta.get('flip') else ''}", "", format_table(rows), ""]
     pca_row = next((r for r in rows if r.get("reduction") == "pca"), None)
     if pca_row and pca_row.get("pca_state"):

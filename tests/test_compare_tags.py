@@ -236,3 +236,17 @@ def test_budget_comparison():
     assert budgets_equal([base, dict(base)]) is True
     assert budgets_equal([base, {**base, "lr": 2e-3}]) is False
     assert budgets_equal([base, None]) is None
+
+
+def test_display_spec_makes_paths_below_cwd_relative(tmp_path):
+    """The report's heading is pasted into the README: no absolute paths of the machine that ran it."""
+    from distill.compare_tags import display_spec
+
+    inside = tmp_path / "teachers" / "w.pt"
+    assert display_spec(f"teacher:higherhrnet_w16_synth:{inside}", cwd=tmp_path) == \
+        "teacher:higherhrnet_w16_synth:teachers/w.pt"
+    outside = "/elsewhere/w.pt"
+    assert display_spec(f"teacher:higherhrnet_w16_synth:{outside}", cwd=tmp_path) == \
+        f"teacher:higherhrnet_w16_synth:{outside}"
+    assert display_spec("teacher:higherhrnet_w16_synth:rel/w.pt", cwd=tmp_path) == "teacher:higherhrnet_w16_synth:rel/w.pt"
+    assert display_spec("teacher:higherhrnet_w16_synth", cwd=tmp_path) == "teacher:higherhrnet_w16_synth"
