@@ -15,6 +15,8 @@ Row modes: KIND:NAME (ground truth only), :kd (softmax heatmap KD from the onlin
 feature KD from the online teacher, the inputs of stages 3 and 4 and of the 1/4 output conv: students of the
 teacher's tree only).
 
+--compile-sweep times every row eager and under torch.compile (the warm-up column includes the compilation).
+
 --precision-sweep times every row four ways (fp32, bf16 autocast, channels_last, both) and prints each against
 the same row's fp32 step in the same run: on a CPU with native bf16 (AVX512-BF16/AMX) the last can be the
 cheapest way to more training steps per minute; without it bf16 is emulated and slow.
@@ -59,17 +61,21 @@ def time_row(kind: str, name: str, kd: str, args: argparse.Namespace, data: Path
         loss=LossSection(alpha=0.5 if kd == "kd" else 0.0, kd_type="softmax", kd_temperature=0.1,
                          push_factor=1e-2, pull_factor=1e-2, **fkd),
         optim=OptimSection(epochs=1, batch_size=args.batch),
-        train=TrainSection(out=str(work / f"{kind}_{name}_{kd or 'gt'}_{args.amp}_{int(args.channels_last)}"), seed=0,
+        train=TrainSection(out=str(work / f"{kind}_{name}_{kd or 'gt'}_{args.amp}_{int(args.channels_last)}"
+                                              f"{'_compiled' if getattr(args, 'compile', False) else ''}"), seed=0,
                            device=args.device, amp=args.amp, channels_last=args.channels_last, eval_every=0, ckpt_every=0, tensorboard=False,
                            threads=args.threads or 0),
     )
     trainer = Trainer(cfg, resume=False)
+    if getattr(args, "compile", False):
+        trainer.net = torch.compile(trainer.net)  # train_step runs self.net; the first steps pay the compilation
     batches = []
     for batch in trainer.loader:
         batches.append(batch)
         if len(batches) >= 4:
             break
     times = []
+    warmup_s = 0.0
     for i in range(args.warmup + args.steps):
         _sync(trainer.device)
         t0 = time.perf_counter()
@@ -77,9 +83,12 @@ def time_row(kind: str, name: str, kd: str, args: argparse.Namespace, data: Path
         _sync(trainer.device)
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
+        else:
+            warmup_s += time.perf_counter() - t0
     ms = statistics.median(times) * 1000
     params = sum(p.numel() for p in trainer.model.parameters())
-    return {"ms": ms, "ips": args.batch / (ms / 1000), "params": params}
+    trainer.release()
+    return {"ms": ms, "ips": args.batch / (ms / 1000), "params": params, "warmup_s": warmup_s}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,9 +106,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--precision-sweep", action="store_true",
                    help="time each row in fp32, bf16, channels_last and bf16 + channels_last (ratios vs fp32)")
+    p.add_argument("--compile-sweep", action="store_true",
+                   help="time each row eager and under torch.compile (default mode), same precision (ratio vs eager)")
     args = p.parse_args(argv)
+    if args.precision_sweep and args.compile_sweep:
+        raise SystemExit("--precision-sweep and --compile-sweep: pick one")
     if args.precision_sweep:
         return precision_sweep(args)
+    if args.compile_sweep:
+        return compile_sweep(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = [(label, r) for label, _, r in _time_rows(args, Path(tmp), [("", args.amp, args.channels_last)])]
@@ -131,20 +146,23 @@ def _inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     return data, teacher_weights
 
 
-def _time_rows(args: argparse.Namespace, work: Path, settings: Sequence[tuple[str, str, bool]]
-               ) -> list[tuple[str, str, dict[str, float]]]:
-    """Time every --rows entry under each (name, amp, channels_last) setting: (row label, setting name, timing)."""
+def _time_rows(args: argparse.Namespace, work: Path, settings: Sequence[tuple[str, str, bool]],
+               compiled: Sequence[bool] = (False,)) -> list[tuple[str, str, dict[str, float]]]:
+    """Time every --rows entry under each (name, amp, channels_last) setting, eager and/or compiled:
+    (row label, setting name, timing)."""
     data, teacher_weights = _inputs(args, work)
     out = []
     for spec in args.rows:
         kind, name, kd = _parse_row(spec)
         label = name + {"": "", "kd": " (KD, online teacher)", "fkd": " (feature KD, online teacher)"}[kd]
         for pname, amp, cl in settings:
-            a = copy.copy(args)
-            a.amp, a.channels_last = amp, cl
-            r = time_row(kind, name, kd, a, data, teacher_weights, work)
-            out.append((label, pname, r))
-            print(f"  {label}{', ' + pname if pname else ''}: {r['ms']:.1f} ms/step", flush=True)
+            for comp in compiled:
+                a = copy.copy(args)
+                a.amp, a.channels_last, a.compile = amp, cl, comp
+                r = time_row(kind, name, kd, a, data, teacher_weights, work)
+                pn = ", ".join(x for x in (pname, "compiled" if comp else "") if x)
+                out.append((label, pn, r))
+                print(f"  {label}{', ' + pn if pn else ''}: {r['ms']:.1f} ms/step", flush=True)
     return out
 
 
@@ -180,6 +198,22 @@ def precision_sweep(args: argparse.Namespace) -> None:
     print("| model | precision | ms/step | images/s | vs fp32 |\n|---|---|---:|---:|---:|")
     for label, pname, r, ratio in table:
         print(f"| {label} | {pname} | {r['ms']:.1f} | {r['ips']:.1f} | {ratio:.2f}x |")
+
+
+def compile_sweep(args: argparse.Namespace) -> None:
+    """Every row eager and under `torch.compile`; the reference is the same row's eager step, this run. The
+    warm-up column is the time of the --warmup steps, which for the compiled row includes the compilation."""
+    with tempfile.TemporaryDirectory() as tmp:
+        timed = _time_rows(args, Path(tmp), [("", args.amp, args.channels_last)], compiled=(False, True))
+    threads = args.threads or torch.get_num_threads()
+    print(f"\ntraining step eager vs torch.compile, device {args.device}, amp {args.amp}, channels_last "
+          f"{args.channels_last}, input {args.input_size}, batch {args.batch}, median of {args.steps} steps after "
+          f"{args.warmup} warm-up" + (f", {threads} CPU threads" if args.device == "cpu" else ""))
+    print("| model | mode | warm-up s | ms/step | images/s | vs eager |\n|---|---|---:|---:|---:|---:|")
+    for i, (label, pname, r) in enumerate(timed):
+        ref = timed[i - i % 2][2]
+        print(f"| {label} | {pname or 'eager'} | {r['warmup_s']:.1f} | {r['ms']:.1f} | {r['ips']:.1f} | "
+              f"{r['ips'] / ref['ips']:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -46,3 +46,21 @@ def test_bench_allocator_runs_both_arms(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "| glibc defaults |" in out and "| keep_freed_memory |" in out
     assert out.rstrip().splitlines()[-2].rstrip().endswith("| 1.00x |")  # the reference row
+
+
+def test_compile_sweep_prints_eager_and_compiled_per_row(capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table's plumbing, with torch.compile replaced by a recorder (a real compile takes minutes on a CPU)."""
+    import torch
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or m)
+    bench = load_script("bench_train")
+    bench.main(["--rows", "student:step_s", "--input-size", "64", "--batch", "2", "--steps", "1", "--warmup", "1",
+                "--threads", "1", "--compile-sweep"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| step_s |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["eager", "compiled"]
+    assert rows[0].rstrip().endswith("| 1.00x |")
+    assert len(compiled) == 1  # only the second arm went through torch.compile
+    with pytest.raises(SystemExit, match="pick one"):
+        bench.main(["--precision-sweep", "--compile-sweep"])
