@@ -148,6 +148,9 @@ class TrainSection:
     resume_override: bool = False
     tensorboard: bool = True
     eval_decode: str = "official"  # decoding of the training-time evaluation: 'official' or 'improved'
+    # After the last epoch, re-estimate the BN running statistics of the final model as an equal-weight average
+    # over this many augmented training batches (0 = off; distill/precise_bn.py, docs/learning.md session 25).
+    precise_bn_batches: int = 0
 
 
 @dataclass
@@ -232,7 +235,8 @@ def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
                     "data.eval_train_images": d.eval_train_images, "optim.weight_decay": o.weight_decay,
                     "optim.warmup_steps": o.warmup_steps, "train.seed": t.seed, "train.log_every": t.log_every,
                     "train.eval_every": t.eval_every, "train.ckpt_every": t.ckpt_every,
-                    "train.max_steps": t.max_steps, "train.threads": t.threads, "train.max_minutes": t.max_minutes,
+                    "train.max_steps": t.max_steps, "train.threads": t.threads,
+                    "train.precise_bn_batches": t.precise_bn_batches, "train.max_minutes": t.max_minutes,
                     "loss.tag_kd_weight": lo.tag_kd_weight, "loss.push_factor": lo.push_factor,
                     "loss.pull_factor": lo.pull_factor, "loss.fg_weight": lo.fg_weight,
                     "loss.feature_kd_weight": lo.feature_kd_weight}

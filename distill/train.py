@@ -17,6 +17,7 @@ the epoch permutation; rank 0 writes checkpoints, TensorBoard and evaluations.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import os
@@ -45,6 +46,7 @@ from distill.losses import DistillLoss, LossConfig
 from distill.feature_kd import FeatureTap, feature_kd_loss, tap_names
 from distill.inherit import inherit_weights
 from distill.models import build_model, contract_of, initialise, load_weights, trained_teacher_config
+from distill.precise_bn import recompute_bn_statistics
 from distill.predict import Predictor, evaluate_model
 from distill.progress import progress
 from distill.tag_reduction import TagReducer
@@ -543,6 +545,8 @@ class Trainer:
                 self.step_in_epoch = 0
                 self._log_epoch(t0, self._images_now)
                 last = self.epoch >= cfg.optim.epochs or self.global_step >= max_steps
+                if last and cfg.train.precise_bn_batches:
+                    self.precise_bn()
                 if cfg.train.eval_every and (self.epoch % cfg.train.eval_every == 0 or last):
                     self.evaluate()
                 self.save_checkpoint()
@@ -563,6 +567,32 @@ class Trainer:
         if self.writer:
             self.writer.close()
         return result
+
+    def precise_bn(self) -> int:
+        """Re-estimate the final model's BN statistics on `train.precise_bn_batches` augmented training batches.
+
+        The batches come from the dataset without the teacher's maps (not needed), with augmentations of epochs
+        the training never drew (passes over the data until the count is reached), in an order seeded by the
+        run's seed and rank, so a rerun gives the same statistics."""
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(cfg.train.seed + 1_000_003 * (self.rank + 1))
+
+        def batches() -> Iterator[torch.Tensor]:
+            dataset = copy.copy(self.dataset)  # its own epoch counter: the run's dataset is left as it is
+            for k in itertools.count():
+                dataset.set_epoch(cfg.optim.epochs + 1 + k)
+                yield from torch.utils.data.DataLoader(
+                    _ImagesOnly(dataset), batch_size=cfg.optim.batch_size, shuffle=True, generator=gen,
+                    num_workers=cfg.data.workers, drop_last=True)
+
+        fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        t0 = time.perf_counter()
+        used = recompute_bn_statistics(self.final_model, batches(), cfg.train.precise_bn_batches, self._autocast(),
+                                       fmt)
+        if self.rank == 0:
+            print(f"[{self.out.name}] precise BN: statistics from {used} training batches "
+                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        return used
 
     @property
     def final_model(self) -> nn.Module:
@@ -645,6 +675,19 @@ RESUME_FREE_KEYS = frozenset({
     "train.threads", "train.device", "train.tensorboard", "train.eval_decode", "train.channels_last", "train.resume_override", "data.workers", "data.eval_images",
     "data.eval_train_images", "data.skip_bad_images", "data.val_split", "teacher.store",
 })
+
+
+class _ImagesOnly(torch.utils.data.Dataset):
+    """The augmented images of a training dataset (precise BN needs no targets)."""
+
+    def __init__(self, dataset: CocoKeypointDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.dataset.make_sample_skipping(index).image
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
