@@ -581,9 +581,12 @@ class Trainer:
             dataset = copy.copy(self.dataset)  # its own epoch counter: the run's dataset is left as it is
             for k in itertools.count():
                 dataset.set_epoch(cfg.optim.epochs + 1 + k)
-                yield from torch.utils.data.DataLoader(
+                loader = torch.utils.data.DataLoader(
                     _ImagesOnly(dataset), batch_size=cfg.optim.batch_size, shuffle=True, generator=gen,
                     num_workers=cfg.data.workers, drop_last=True)
+                if len(loader) == 0:  # fewer images than a batch: nothing to average (and no endless loop)
+                    return
+                yield from loader
 
         fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         t0 = time.perf_counter()

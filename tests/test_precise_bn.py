@@ -108,3 +108,16 @@ def test_an_endless_source_is_read_only_as_far_as_asked() -> None:
 
     assert recompute_bn_statistics(_net(), endless(), batches=5) == 5
     assert len(drawn) == 5
+
+
+def test_trainer_with_fewer_images_than_a_batch_leaves_the_statistics(tmp_path: Path, make_synthetic_dataset) -> None:
+    """No full batch to average: precise BN uses none (and does not loop forever looking for one)."""
+    from distill.train import Trainer
+
+    data = make_synthetic_dataset(seed=5, num_train=8, num_val=2, image_size=96)
+    trainer = Trainer(load_config(_config(tmp_path, data, "few", precise_bn_batches=5)))
+    trainer.dataset.ids = trainer.dataset.ids[:1]  # one image, batch 2
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.precise_bn() == 0
+    assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in before.items())
+    trainer.release()
