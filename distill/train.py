@@ -675,7 +675,8 @@ class Trainer:
 # Keys that say how a run is executed or watched, not what it trains: free to change on resume.
 RESUME_FREE_KEYS = frozenset({
     "train.out", "train.max_steps", "train.max_minutes", "train.eval_every", "train.ckpt_every", "train.log_every",
-    "train.threads", "train.device", "train.tensorboard", "train.eval_decode", "train.channels_last", "train.resume_override", "data.workers", "data.eval_images",
+    "train.threads", "train.device", "train.tensorboard", "train.eval_decode", "train.channels_last", "train.resume_override",
+    "train.precise_bn_batches", "data.workers", "data.eval_images",
     "data.eval_train_images", "data.skip_bad_images", "data.val_split", "teacher.store",
 })
 

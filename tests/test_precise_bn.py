@@ -121,3 +121,13 @@ def test_trainer_with_fewer_images_than_a_batch_leaves_the_statistics(tmp_path: 
     assert trainer.precise_bn() == 0
     assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in before.items())
     trainer.release()
+
+
+def test_resuming_with_another_batch_count_is_allowed(tmp_path: Path, make_synthetic_dataset) -> None:
+    """The statistics are recomputed after the last epoch only: the count does not change the training itself."""
+    data = make_synthetic_dataset(seed=5, num_train=8, num_val=2, image_size=96)
+    path = _config(tmp_path, data, "resume")
+    train(load_config(path, ["train.max_steps=2"]))
+    train(load_config(path, ["train.precise_bn_batches=2"]))  # no resume_override needed
+    assert int(torch.load(tmp_path / "resume" / MODEL_FILE, weights_only=True)["state_dict"][
+        "stem.0.1.num_batches_tracked"]) == 2
