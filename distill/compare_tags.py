@@ -448,15 +448,14 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def display_spec(spec: str, cwd: Path | None = None) -> str:
     """A KIND:NAME:PATH spec with PATH relative to `cwd` when it lies below it (reports pasted into a README must
     not carry the machine's absolute paths)."""
-    kind, sep, rest = spec.partition(":")
-    name, sep2, path = rest.partition(":")
-    if not sep or not sep2 or not Path(path).is_absolute():
+    parsed = parse_model_spec(spec)
+    if parsed.weights is None or not parsed.weights.is_absolute():
         return spec
     try:
-        rel = Path(path).resolve().relative_to((cwd or Path.cwd()).resolve())
+        rel = parsed.weights.resolve().relative_to((cwd or Path.cwd()).resolve())
     except ValueError:
         return spec
-    return f"{kind}:{name}:{rel.as_posix()}"
+    return f"{parsed.kind}:{parsed.name}:{rel.as_posix()}"
 
 
 def format_report(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:

@@ -62,12 +62,12 @@ def time_row(kind: str, name: str, kd: str, args: argparse.Namespace, data: Path
                          push_factor=1e-2, pull_factor=1e-2, **fkd),
         optim=OptimSection(epochs=1, batch_size=args.batch),
         train=TrainSection(out=str(work / f"{kind}_{name}_{kd or 'gt'}_{args.amp}_{int(args.channels_last)}"
-                                              f"{'_compiled' if getattr(args, 'compile', False) else ''}"), seed=0,
+                                              f"{'_compiled' if args.compile else ''}"), seed=0,
                            device=args.device, amp=args.amp, channels_last=args.channels_last, eval_every=0, ckpt_every=0, tensorboard=False,
                            threads=args.threads or 0),
     )
     trainer = Trainer(cfg, resume=False)
-    if getattr(args, "compile", False):
+    if args.compile:
         trainer.net = torch.compile(trainer.net)  # train_step runs self.net; the first steps pay the compilation
     batches = []
     for batch in trainer.loader:
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile-sweep", action="store_true",
                    help="time each row eager and under torch.compile (default mode), same precision (ratio vs eager)")
     args = p.parse_args(argv)
+    args.compile = False  # set per arm by compile_sweep
     if args.precision_sweep and args.compile_sweep:
         raise SystemExit("--precision-sweep and --compile-sweep: pick one")
     if args.precision_sweep:
