@@ -47,8 +47,9 @@ ABLATIONS = [
      ["loss.tag_kd_weight=1e-2", "loss.tag_kd_type=relational"]),
     ("ablation: 1-tag + relational tag KD 1e-2 (pca)", "configs/train/synth_step_s_1tag_kd.yaml", "abl_1tag_reltag",
      ["loss.tag_kd_weight=1e-2", "loss.tag_kd_type=relational"]),
+    # absolute tag KD copies the teacher's 1-D tag values, so these rows keep the model's own 1-D tags (tag_dim=0)
     ("ablation: FPD MSE KD + tag KD", "configs/train/synth_step_s_kd.yaml", "abl_mse_tagkd",
-     ["loss.kd_type=mse", "loss.tag_kd_weight=1e-2"]),
+     ["loss.kd_type=mse", "loss.tag_kd_weight=1e-2", "model.tag_dim=0"]),
     ("ablation: MSE KD", "configs/train/synth_step_s_kd.yaml", "abl_mse", ["loss.kd_type=mse"]),
     ("ablation: MSE KD, alpha 0.2", "configs/train/synth_step_s_kd.yaml", "abl_mse_a02",
      ["loss.kd_type=mse", "loss.alpha=0.2"]),
@@ -61,11 +62,12 @@ ABLATIONS = [
     ("ablation: softmax KD from the 8-epoch teacher", "configs/train/synth_step_s_kd.yaml", "abl_short_teacher",
      ["teacher.weights={root}/teacher_short/model.pt", "teacher.store={root}/teacher_short_cache"]),
     ("ablation: 1-tag, FPD MSE KD + tag KD", "configs/train/synth_step_s_1tag_kd.yaml", "abl_1tag_mse_tagkd",
-     ["loss.kd_type=mse", "loss.tag_kd_weight=1e-2", "loss.tag_reduction=pca"]),
+     ["loss.kd_type=mse", "loss.tag_kd_weight=1e-2", "loss.tag_reduction=pca", "model.tag_dim=0"]),
 ]
 # --inherited: the teacher's own tree at half its depth (configs/students/hrnet_w16_lite.yaml), from scratch and
 # started from the teacher's weights (model.init_from), with the same recipes and budget as the step_s rows.
-LITE = ["model.name=hrnet_w16_lite"]
+# It keeps its own 1-D tags (tag_dim=0, not the step recipes' 2): its head then has the teacher's shape and is inherited.
+LITE = ["model.name=hrnet_w16_lite", "model.tag_dim=0"]
 INHERITED_RUNS = [
     ("hrnet_w16_lite GT only", "configs/train/synth_step_s_gt.yaml", "lite_gt", LITE + ["model.init=kaiming"]),
     ("hrnet_w16_lite inherited, GT only", "configs/train/synth_step_s_gt.yaml", "lite_inherit_gt",

@@ -88,8 +88,8 @@ def test_sweep_with_a_teacher_adds_its_tag_reductions(make_synthetic_dataset, tm
 
 
 def test_sweep_adopts_an_equal_run_trained_elsewhere(make_synthetic_dataset, tmp_path: Path, capsys) -> None:
-    """A `distill train` run of the recipe (no tag overrides) is the sweep's per-joint_d1 run of its seed; a run of
-    another seed or another tag layout is not adopted."""
+    """A `distill train` run of the recipe (no tag overrides: its own 17 x 2 layout) is the sweep's per-joint_d2 run
+    of its seed; a run of another seed or another tag layout is not adopted."""
     root = make_synthetic_dataset(seed=2, num_train=3, num_val=2, image_size=128)
     recipe = str(REPO / "configs/train/synth_step_s_gt.yaml")
     sets = ["data.input_size=64", "data.workers=0", "optim.batch_size=2", "optim.epochs=1", "train.max_steps=1",
@@ -97,16 +97,16 @@ def test_sweep_adopts_an_equal_run_trained_elsewhere(make_synthetic_dataset, tmp
     flags = sum((["--set", kv] for kv in sets), [])
     elsewhere = tmp_path / "elsewhere"
     assert cli_main(["train", recipe, *flags, "--set", f"train.out={elsewhere}", "--set", "train.seed=1"]) == 0
-    argv = ["compare-tags", "--data", str(root), "--dims", "1", "--maps", "per-joint", "shared", "--seeds", "1",
+    argv = ["compare-tags", "--data", str(root), "--dims", "2", "--maps", "per-joint", "shared", "--seeds", "1",
             "--config", recipe, "--out", str(tmp_path / "sweep"), "--threads", "1", "--adopt", str(elsewhere),
             *flags]
     capsys.readouterr()
     assert cli_main(argv) == 0
     log = capsys.readouterr().out
-    assert f"per-joint_d1_seed1: adopting {elsewhere}" in log and "shared_d1_seed1: training" in log
-    assert not (tmp_path / "sweep" / "per-joint_d1_seed1").exists()
+    assert f"per-joint_d2_seed1: adopting {elsewhere}" in log and "shared_d2_seed1: training" in log
+    assert not (tmp_path / "sweep" / "per-joint_d2_seed1").exists()
     report = json.loads((tmp_path / "sweep" / "tag_sweep.json").read_text())
     assert [r["folder"] for r in report["runs"]][0] == str(elsewhere)
     seed2 = [a if a != "1" or argv[i - 1] != "--seeds" else "2" for i, a in enumerate(argv)]
     assert cli_main(seed2) == 0
-    assert "per-joint_d1_seed2: training" in capsys.readouterr().out
+    assert "per-joint_d2_seed2: training" in capsys.readouterr().out
