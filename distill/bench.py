@@ -308,6 +308,7 @@ def bench_model(entry: ModelEntry, ds: Any, split: str, *, input_size: int = 512
                                    show_progress)
     n_images = len(ds) if limit is None else min(int(limit), len(ds))
     row["tags"] = contract_of(model).tag_maps
+    row["tag_dim"] = contract_of(model).tag_dim
     row["decode"] = decode
     row.update({k: stats[k] for k in STAT_NAMES})
     for mode in sorted(set(DECODE_MODES) - {decode}):  # the other modes: a second pass (their maps may differ)
@@ -399,7 +400,7 @@ def _gpu_keys(rows: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
 
 def table_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """(header, row key, format) of the markdown table; GPU columns only when some row has them."""
-    cols = [("model", "label", "s"), ("T", "tags", "d"), ("params M", "params_m", ".2f"),
+    cols = [("model", "label", "s"), ("T", "tags", "d"), ("D", "tag_dim", "d"), ("params M", "params_m", ".2f"),
             ("GMACs", "gmacs", ".2f"), ("GFLOPs", "gflops", ".2f")]
     cols += [(n, n, ".3f") for n in ("AP", "AP50", "AP75", "APm", "APl", "AR")]
     cols += [("network ms", "net_ms", "ms"), ("grouping ms", "group_ms", "ms"), ("e2e ms", "e2e_ms", "ms"),

@@ -293,17 +293,29 @@ def budgets_equal(budgets: Sequence[Mapping[str, Any] | None]) -> bool | None:
 
 
 # ------------------------------------------------------------------------------------------ the study
-def _num_tag_maps(predictor: Predictor) -> int:
+def _tag_layout(predictor: Predictor) -> tuple[int, int]:
+    """(T tag maps, D channels per map) of the predictor's network."""
     if predictor.layout is None:  # nothing evaluated yet: one dry pass tells the channel counts
         predictor._forward_pair(torch.zeros(1, 3, 64, 64, device=predictor.device))
     layout = predictor.layout
-    return layout.num_joints if layout.tag_per_joint else 1
+    return (layout.num_joints if layout.tag_per_joint else 1), int(layout.tag_dim)
 
 
-def _row(name: str, model: str, reduction: str | None, tag_maps: int, stats: Mapping[str, float]) -> dict[str, Any]:
-    return {"row": name, "model": model, "reduction": reduction, "tag_maps": int(tag_maps),
+def _num_tag_maps(predictor: Predictor) -> int:
+    return _tag_layout(predictor)[0]
+
+
+def _row(name: str, model: str, reduction: str | None, tag_maps: int, stats: Mapping[str, float],
+         tag_dim: int = 1) -> dict[str, Any]:
+    return {"row": name, "model": model, "reduction": reduction, "tag_maps": int(tag_maps), "tag_dim": int(tag_dim),
             "stats": {k: float(v) for k, v in stats.items()}, **{k: float(stats[k]) for k in TABLE_STATS},
             "delta_AP": None}
+
+
+def _layout_text(row: Mapping[str, Any]) -> str:
+    """'17' for 1-D tags, '17 x 2' for T maps of D > 1 channels."""
+    d = int(row.get("tag_dim", 1))
+    return f"{row['tag_maps']}" if d == 1 else f"{row['tag_maps']} x {d}"
 
 
 def _parse_students(students: Any) -> list[tuple[str, Any]]:
@@ -406,7 +418,8 @@ def compare_tags(
         s_model = load_model_spec(spec, "student") if isinstance(spec, str) else spec
         predictor = Predictor(s_model.eval(), **common)
         stats = known[label] if label in known else evaluate_model(predictor, data_root, split, **ev)
-        row = _row(f"student {label}", "student", None, _num_tag_maps(predictor), stats)
+        maps, dim = _tag_layout(predictor)
+        row = _row(f"student {label}", "student", None, maps, stats, tag_dim=dim)
         row["spec"] = spec if isinstance(spec, str) else None
         row["budget"] = run_budget(spec_weights(spec, "student")) if isinstance(spec, str) else None
         student_rows.append(row)
@@ -440,7 +453,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The markdown table: one row per model/reduction; ΔAP vs the J-tag row of the same model."""
     lines = ["| model | tag maps | AP | AP50 | AP75 | AR | ΔAP |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['row']} | {r['tag_maps']} | " + " | ".join(_fmt(r[k]) for k in TABLE_STATS)
+        lines.append(f"| {r['row']} | {_layout_text(r)} | " + " | ".join(_fmt(r[k]) for k in TABLE_STATS)
                      + f" | {_fmt(r['delta_AP'], signed=True)} |")
     return "\n".join(lines)
 
@@ -474,7 +487,7 @@ def format_report(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) ->
     students = [r for r in rows if r["model"] == "student"]
     if students:
         for r in students:
-            out.append(f"- {r['row']} ({r['tag_maps']} tag maps) budget: {_budget_text(r.get('budget'))}")
+            out.append(f"- {r['row']} ({_layout_text(r)} tag maps) budget: {_budget_text(r.get('budget'))}")
         eq = budgets_equal([r.get("budget") for r in students])
         out.append({True: "Student budgets are equal.", None: "Student budgets could not all be read (unknown).",
                     False: "**WARNING: student training budgets differ; the 1-tag vs 17-tag gap is confounded.**"}[eq])

@@ -21,7 +21,7 @@ from distill.bench import (
 )
 from distill.errors import AEDistillError
 
-EXPECTED_COLUMNS = ["model", "T", "params M", "GMACs", "GFLOPs", "AP", "AP50", "AP75", "APm", "APl", "AR",
+EXPECTED_COLUMNS = ["model", "T", "D", "params M", "GMACs", "GFLOPs", "AP", "AP50", "AP75", "APm", "APl", "AR",
                     "network ms", "grouping ms", "e2e ms", "images/s", "AP improved", "grouping ms improved"]
 
 

@@ -196,14 +196,14 @@ def test_identical_tag_maps_give_the_same_people_for_every_reduction(data_root):
                 np.testing.assert_allclose(p.people[..., 3:], r.people[..., 3:], atol=1e-5, err_msg=rule)
 
 
-def _student_run(folder, name, epochs):
+def _student_run(folder, name, epochs, **overrides):
     """A run folder like `distill train` writes: model.pt ({state_dict, model}), config.json, train_summary.json."""
     from students import build_student
 
     folder.mkdir()
     torch.manual_seed(1)
-    model = build_student(name)
-    torch.save({"state_dict": model.state_dict(), "model": {"kind": "student", "name": name, "overrides": {}},
+    model = build_student(name, **overrides)
+    torch.save({"state_dict": model.state_dict(), "model": {"kind": "student", "name": name, "overrides": overrides},
                 "tag_reducer": {}}, folder / "model.pt")
     (folder / "config.json").write_text(json.dumps({
         "optim": {"epochs": epochs, "batch_size": 2, "lr": 1e-3}, "train": {"max_steps": 0},
@@ -213,19 +213,20 @@ def _student_run(folder, name, epochs):
 
 
 def test_student_rows_with_budgets(data_root, teacher, tmp_path):
-    """Students from `LABEL=student:NAME:CKPT` specs: tag maps from the model, ΔAP vs the J-tag student,
+    """Students from `LABEL=student:NAME:CKPT` specs: tag maps (T x D) from the model, ΔAP vs the J-tag student,
     budgets read from the run folders and a warning when they differ."""
     a = _student_run(tmp_path / "s17", "step_s", 3)
-    b = _student_run(tmp_path / "s1", "step_s_1tag", 4)
+    b = _student_run(tmp_path / "s1", "step_s_1tag", 4, tag_dim=2)
     rows = compare_tags(teacher, data_root, input_size=INPUT, limit=1, rules=("first",), device="cpu",
                         students=[f"17tag=student:step_s:{a}", f"1tag=student:step_s_1tag:{b}"], out=tmp_path / "o")
     assert [r["row"] for r in rows] == [f"teacher {J} tags", "teacher→first", "student 17tag", "student 1tag"]
     s17, s1 = rows[2], rows[3]
-    assert (s17["tag_maps"], s1["tag_maps"]) == (J, 1)
+    assert (s17["tag_maps"], s17["tag_dim"], s1["tag_maps"], s1["tag_dim"]) == (J, 1, 1, 2)
     assert s17["delta_AP"] == 0.0 and s1["delta_AP"] == pytest.approx(s1["AP"] - s17["AP"])
     assert s17["budget"]["epochs"] == 3 and s1["budget"]["images_seen"] == 16
     md = (tmp_path / "o" / "compare_tags.md").read_text()
     assert "WARNING" in md and "epochs=3" in md and "epochs=4" in md
+    assert f"| student 17tag | {J} |" in md and "| student 1tag | 1 x 2 |" in md
 
 
 def test_budget_comparison():
