@@ -307,8 +307,8 @@ def bench_model(entry: ModelEntry, ds: Any, split: str, *, input_size: int = 512
     stats, predictor = _timed_eval(model, ds, split, input_size, limit, device, overlays, decode, entry.label,
                                    show_progress)
     n_images = len(ds) if limit is None else min(int(limit), len(ds))
-    row["tags"] = contract_of(model).tag_maps
-    row["tag_dim"] = contract_of(model).tag_dim
+    contract = contract_of(model)
+    row["tags"], row["tag_dim"] = contract.tag_maps, contract.tag_dim
     row["decode"] = decode
     row.update({k: stats[k] for k in STAT_NAMES})
     for mode in sorted(set(DECODE_MODES) - {decode}):  # the other modes: a second pass (their maps may differ)

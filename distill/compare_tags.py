@@ -301,12 +301,10 @@ def _tag_layout(predictor: Predictor) -> tuple[int, int]:
     return (layout.num_joints if layout.tag_per_joint else 1), int(layout.tag_dim)
 
 
-def _num_tag_maps(predictor: Predictor) -> int:
-    return _tag_layout(predictor)[0]
-
-
-def _row(name: str, model: str, reduction: str | None, tag_maps: int, stats: Mapping[str, float],
-         tag_dim: int = 1) -> dict[str, Any]:
+def _row(name: str, model: str, reduction: str | None, tag_layout: tuple[int, int], stats: Mapping[str, float]
+         ) -> dict[str, Any]:
+    """One table row; `tag_layout` = (T tag maps, D channels per map) of the decoded network."""
+    tag_maps, tag_dim = tag_layout
     return {"row": name, "model": model, "reduction": reduction, "tag_maps": int(tag_maps), "tag_dim": int(tag_dim),
             "stats": {k: float(v) for k, v in stats.items()}, **{k: float(stats[k]) for k in TABLE_STATS},
             "delta_AP": None}
@@ -384,13 +382,13 @@ def compare_tags(
     rows: list[dict[str, Any]] = []
     base = Predictor(t_model, **common)
     stats = known["teacher"] if "teacher" in known else evaluate_model(base, data_root, split, **ev)
-    j = _num_tag_maps(base)
-    if base.layout.tag_dim != 1:
-        raise CompareTagsError(f"the teacher has {base.layout.tag_dim}-D tags; the reductions {TAG_RULES} map "
+    j, d = _tag_layout(base)
+    if d != 1:
+        raise CompareTagsError(f"the teacher has {d}-D tags; the reductions {TAG_RULES} map "
                                "1-D per-joint tag maps to one map")
     if j == 1:
         raise CompareTagsError("the teacher predicts one shared tag map already; nothing to reduce")
-    rows.append(_row(f"teacher {j} tags", "teacher", None, j, stats))
+    rows.append(_row(f"teacher {j} tags", "teacher", None, (j, d), stats))
 
     pca_info: dict[str, Any] | None = None
     for rule in rules:
@@ -406,7 +404,7 @@ def compare_tags(
             reducer = TagReducer(rule)  # type: ignore[arg-type]
         predictor = TagReducingPredictor(t_model, reducer, **common)
         stats = evaluate_model(predictor, data_root, split, **ev)
-        row = _row(f"teacher→{rule}", "teacher", rule, _num_tag_maps(predictor), stats)
+        row = _row(f"teacher→{rule}", "teacher", rule, _tag_layout(predictor), stats)
         if rule == "pca":
             row["pca_state"] = pca_info
         rows.append(row)
@@ -418,8 +416,7 @@ def compare_tags(
         s_model = load_model_spec(spec, "student") if isinstance(spec, str) else spec
         predictor = Predictor(s_model.eval(), **common)
         stats = known[label] if label in known else evaluate_model(predictor, data_root, split, **ev)
-        maps, dim = _tag_layout(predictor)
-        row = _row(f"student {label}", "student", None, maps, stats, tag_dim=dim)
+        row = _row(f"student {label}", "student", None, _tag_layout(predictor), stats)
         row["spec"] = spec if isinstance(spec, str) else None
         row["budget"] = run_budget(spec_weights(spec, "student")) if isinstance(spec, str) else None
         student_rows.append(row)
