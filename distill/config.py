@@ -83,6 +83,22 @@ class DataSection:
     # Unreadable/corrupt training images: False = stop with an error naming the file; True = skip them
     # (counted and warned about, replaced by the next readable image).
     skip_bad_images: bool = False
+    # Label-scarce runs (distill/data/labels.py): keep the annotations of this share of the training images (a
+    # prefix of a permutation seeded by label_seed, the same for every training seed) and treat the rest as
+    # unlabelled: 'drop' them (ground truth only on the labelled images) or train on them with the teacher's
+    # terms alone ('teacher': heatmap and feature KD; the GT and AE terms average over the labelled images), or
+    # annotate them with a teacher's predictions ('pseudo': `pseudo_labels` is `distill predict`'s COCO results
+    # file on the training images; people scoring >= pseudo_min_score, joints >= pseudo_min_joint_score).
+    label_fraction: float = 1.0
+    label_seed: int = 0
+    unlabelled: str = "drop"
+    pseudo_labels: str = ""
+    # 0: the unlabelled images are part of each epoch like the others. N > 0: each batch is optim.batch_size labelled
+    # images plus N unlabelled ones, and an epoch is a pass over the labelled images (the GT reaches the model as
+    # in a run on the labelled images alone; the teacher's images come on top, at N / batch_size more compute).
+    unlabelled_per_batch: int = 0
+    pseudo_min_score: float = 0.0
+    pseudo_min_joint_score: float = 0.1
 
 
 @dataclass
@@ -197,7 +213,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("loss", "ae_loss_type"): ("exp", "max"),
     ("loss", "tag_reduction"): ("first", "mean", "pca"), ("optim", "name"): ("adam", "adamw"),
     ("optim", "schedule"): ("step", "cosine"), ("train", "amp"): ("none", "bf16", "fp16"),
-    ("train", "eval_decode"): ("official", "improved"),
+    ("train", "eval_decode"): ("official", "improved"), ("data", "unlabelled"): ("drop", "teacher", "pseudo"),
 }
 
 
@@ -274,6 +290,31 @@ def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
     if lo.feature_kd_weight > 0 and not (cfg.teacher.name and cfg.teacher.mode == "online"):
         bad("loss.feature_kd_weight", lo.feature_kd_weight, "needs an online teacher (teacher.name with "
             "teacher.mode: online): features cannot be warped from a cache like outputs")
+    if not 0 < d.label_fraction <= 1:
+        bad("data.label_fraction", d.label_fraction, "must be in (0, 1] (the share of training images that keep "
+            "their annotations)")
+    if d.label_seed < 0:
+        bad("data.label_seed", d.label_seed, "must be >= 0")
+    if d.unlabelled == "teacher" and d.label_fraction < 1:
+        if not cfg.teacher.name:
+            bad("data.unlabelled", d.unlabelled, "needs a teacher (teacher.name) to supervise the unlabelled images; "
+                "use 'drop' to train on the labelled images alone")
+        if lo.kd_until < 1:
+            bad("loss.kd_until", lo.kd_until, "must be 1 with data.unlabelled 'teacher': after kd_until nothing "
+                "would supervise the unlabelled images")
+    if d.unlabelled == "pseudo" and d.label_fraction < 1 and not d.pseudo_labels:
+        bad("data.pseudo_labels", d.pseudo_labels, "data.unlabelled 'pseudo' needs the teacher's predictions on the "
+            "training images (`distill predict ... --out FILE`, then data.pseudo_labels=FILE)")
+    if d.unlabelled_per_batch < 0:
+        bad("data.unlabelled_per_batch", d.unlabelled_per_batch, "must be >= 0")
+    if d.unlabelled_per_batch and not (d.label_fraction < 1 and d.unlabelled in ("teacher", "pseudo")):
+        bad("data.unlabelled_per_batch", d.unlabelled_per_batch, "needs unlabelled images to add: "
+            "data.label_fraction < 1 with data.unlabelled 'teacher' or 'pseudo'")
+    if d.pseudo_labels and d.unlabelled != "pseudo":
+        bad("data.pseudo_labels", d.pseudo_labels, f"is only read with data.unlabelled 'pseudo' (got {d.unlabelled!r})")
+    if not (d.pseudo_min_score >= 0 and 0 <= d.pseudo_min_joint_score <= 1):
+        bad("data.pseudo_min_score/pseudo_min_joint_score", (d.pseudo_min_score, d.pseudo_min_joint_score),
+            "must be >= 0 and in [0, 1]")
     if cfg.teacher.mode == "cached" and cfg.teacher.name and not cfg.teacher.store:
         bad("teacher.store", cfg.teacher.store, "a cached teacher needs the store path")
     return cfg

@@ -565,13 +565,27 @@ class DistillLoss(nn.Module):
         masks: Sequence[Tensor],
         joint_indices: Union[Tensor, Sequence[Tensor]],
         teacher_outputs: Sequence[Tensor] | None = None,
+        labelled: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Per-image (B,) unweighted terms; those that do not enter the total are computed without autograd."""
+        """Per-image (B,) unweighted terms; those that do not enter the total are computed without autograd.
+
+        `labelled` (B,) bool: False for an image without annotations (a label-scarce run); its combined heatmap
+        term is the KD term alone, whatever alpha, and its GT terms are left out of the batch means (see
+        `batch_means`)."""
         cfg, j = self.config, self.config.num_joints
         t = self._check_outputs(outputs, heatmaps, masks, teacher_outputs)
         alpha = float(cfg.alpha)
         if teacher_outputs is None and alpha > 0:
             raise ValueError(f"teacher_outputs are required for heatmap KD (alpha = {alpha} > 0)")
+        unlabelled = None
+        if labelled is not None:
+            labelled = self._check_labelled(labelled, outputs[0].shape[0]).to(outputs[0].device)
+            if not bool(labelled.all()):
+                unlabelled = ~labelled
+                if teacher_outputs is None:
+                    raise ValueError("images without annotations (labelled False) need teacher_outputs: nothing "
+                                     "else supervises them")
+        kd_grad = alpha > 0 or unlabelled is not None
         gt_k = cfg.ohkm_topk if cfg.ohkm_gt else None
         kd_k = cfg.ohkm_topk if cfg.ohkm_kd else None
         terms: dict[str, Tensor] = {}
@@ -588,7 +602,7 @@ class DistillLoss(nn.Module):
                 gt = heatmap_loss(pred, target, masks[i].to(pred.device), gt_k, weight)
             terms[f"hm_gt_{name}"] = gt
             if teacher_outputs is not None:
-                with torch.set_grad_enabled(torch.is_grad_enabled() and alpha > 0):
+                with torch.set_grad_enabled(torch.is_grad_enabled() and kd_grad):
                     t_heat, m = teacher_outputs[i][:, :j].detach(), masks[i].to(pred.device)
                     if cfg.kd_type == "softmax":
                         per_joint = per_joint_softmax_kd_loss(pred, t_heat, m, cfg.kd_temperature)
@@ -600,6 +614,8 @@ class DistillLoss(nn.Module):
                     kd = _reduce_joints(per_joint, kd_k)
                 terms[f"hm_kd_{name}"] = kd
                 hm = gt if alpha == 0 else kd if alpha == 1 else alpha * kd + (1 - alpha) * gt
+                if unlabelled is not None:
+                    hm = torch.where(unlabelled, kd, hm)
             else:
                 hm = gt
             terms[f"hm_{name}"] = hm
@@ -644,13 +660,33 @@ class DistillLoss(nn.Module):
                                                       cfg.tag_dim)
         return terms
 
-    def total_from_terms(self, terms: dict[str, Tensor], num_outputs: int) -> Tensor:
+    @staticmethod
+    def _check_labelled(labelled: Tensor, batch: int) -> Tensor:
+        if not isinstance(labelled, Tensor) or tuple(labelled.shape) != (batch,):
+            raise ValueError(f"labelled must be a (B,) = ({batch},) bool tensor, got {_shape(labelled)}")
+        return labelled.bool()
+
+    @staticmethod
+    def batch_means(terms: dict[str, Tensor], labelled: Tensor | None = None) -> dict[str, Tensor]:
+        """Each term's batch mean. With `labelled`, the terms only the ground truth defines (GT heatmap, AE,
+        tag KD at the GT joints) average over the labelled images alone, so that a batch's unlabelled images do
+        not dilute them (an unlabelled image has no joints: its AE terms are 0 and its GT heatmap term is against
+        an empty target)."""
+        if labelled is None:
+            return {k: v.mean() for k, v in terms.items()}
+        lab = labelled.to(next(iter(terms.values())).device).float()
+        count = lab.sum().clamp(min=1)
+        gt_only = lambda k: k.startswith("hm_gt_") or k in ("push", "pull", "tag_kd")  # noqa: E731
+        return {k: (v * lab).sum() / count if gt_only(k) else v.mean() for k, v in terms.items()}
+
+    def total_from_terms(self, terms: dict[str, Tensor], num_outputs: int, labelled: Tensor | None = None) -> Tensor:
         cfg = self.config
-        total = sum(cfg.heatmap_factors[i] * terms[f"hm_{output_name(i)}"].mean() for i in range(num_outputs))
+        means = self.batch_means(terms, labelled)
+        total = sum(cfg.heatmap_factors[i] * means[f"hm_{output_name(i)}"] for i in range(num_outputs))
         if "push" in terms:
-            total = total + cfg.push_factor * terms["push"].mean() + cfg.pull_factor * terms["pull"].mean()
+            total = total + cfg.push_factor * means["push"] + cfg.pull_factor * means["pull"]
         if cfg.tag_kd_weight > 0:
-            total = total + cfg.tag_kd_weight * terms["tag_kd"].mean()
+            total = total + cfg.tag_kd_weight * means["tag_kd"]
         return total
 
     def forward(
@@ -660,9 +696,13 @@ class DistillLoss(nn.Module):
         masks: Sequence[Tensor],
         joint_indices: Union[Tensor, Sequence[Tensor]],
         teacher_outputs: Sequence[Tensor] | None = None,
+        labelled: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
-        terms = self.compute_terms(outputs, heatmaps, masks, joint_indices, teacher_outputs)
-        total = self.total_from_terms(terms, len(outputs))
+        terms = self.compute_terms(outputs, heatmaps, masks, joint_indices, teacher_outputs, labelled)
+        if labelled is not None:
+            labelled = self._check_labelled(labelled, outputs[0].shape[0])
+        total = self.total_from_terms(terms, len(outputs), labelled)
         names = list(terms) + ["total"]
-        values = torch.stack([terms[k].detach().float().mean() for k in terms] + [total.detach().float()])
+        means = self.batch_means({k: v.detach().float() for k, v in terms.items()}, labelled)
+        values = torch.stack([means[k] for k in terms] + [total.detach().float()])
         return total, dict(zip(names, values.tolist()))

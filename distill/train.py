@@ -40,6 +40,7 @@ from distill.codec.targets import TargetConfig
 from distill.config import ConfigError, RunConfig, validate
 from distill.data.coco import CocoKeypointDataset, _read_json, annotation_path, validate_coco_keypoints
 from distill.data.transforms import AugmentConfig
+from distill.data.labels import choose_labelled, read_pseudo_labels
 from distill.errors import CheckpointError, OutputError, TrainingDiverged, ensure_writable_dir
 from distill.evaluate import require_scorable
 from distill.losses import DistillLoss, LossConfig
@@ -108,6 +109,43 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return (self.batches_per_epoch - self.skip) * self.batch_size
+
+
+class MixedEpochSampler(EpochSampler):
+    """Batches of `batch_size` labelled images followed by `extra` unlabelled ones (`data.unlabelled_per_batch`).
+
+    An epoch is one pass over the labelled images, in the order EpochSampler would visit a dataset of those images
+    alone, so the ground truth reaches the model as in a run on the labelled images only and the teacher's images
+    come on top (the usual protocol of semi-supervised training). The unlabelled images follow their own seeded
+    permutations, one after the other, as many as the epoch needs. Indices are the dataset's; the DataLoader's
+    batch size is `batch_size + extra`.
+    """
+
+    def __init__(self, labelled: list[int], unlabelled: list[int], batch_size: int, extra: int, seed: int,
+                 rank: int = 0, world: int = 1) -> None:
+        super().__init__(len(labelled), batch_size, seed, rank, world)
+        if extra < 1 or not unlabelled:
+            raise ConfigError(f"data.unlabelled_per_batch = {extra} needs >= 1 and unlabelled images "
+                              f"(got {len(unlabelled)})")
+        self.labelled, self.unlabelled, self.extra = list(labelled), list(unlabelled), int(extra)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = self.batches_per_epoch
+        lab = [self.labelled[i] for i in torch.randperm(len(self.labelled), generator=g).tolist()]
+        lab = lab[: n * self.batch_size * self.world][self.rank :: self.world]
+        g_un = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 500_000_017)
+        need, stream = n * self.extra * self.world, []
+        while len(stream) < need:
+            stream += [self.unlabelled[i] for i in torch.randperm(len(self.unlabelled), generator=g_un).tolist()]
+        un = stream[:need][self.rank :: self.world]
+        out: list[int] = []
+        for b in range(self.skip, n):
+            out += lab[b * self.batch_size:(b + 1) * self.batch_size] + un[b * self.extra:(b + 1) * self.extra]
+        return iter(out)
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.skip) * (self.batch_size + self.extra)
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: RunConfig) -> float:
@@ -272,11 +310,21 @@ class Trainer:
                               f"{cfg.model.name} predicts {self.num_joints}")
         if cfg.train.eval_every and self.rank == 0:  # an empty val split would "score" AP 0 after the whole run
             self._check_val_split()
-        self.teacher, cached = self._build_teacher()
+        self.teacher, cached = self._build_teacher()  # a cached store checks the whole split, before any subset
+        self.passes_labelled = self._apply_label_fraction()
         self.train_set = AugMetaDataset(self.dataset, cached)
-        self.sampler = EpochSampler(len(self.dataset), cfg.optim.batch_size, cfg.train.seed, self.rank, self.world)
+        extra = cfg.data.unlabelled_per_batch
+        if extra:  # label-scarce run: each batch = batch_size labelled images + `extra` unlabelled ones
+            hidden = self.dataset.unlabelled_ids
+            self.sampler = MixedEpochSampler([i for i, x in enumerate(self.dataset.ids) if x not in hidden],
+                                             [i for i, x in enumerate(self.dataset.ids) if x in hidden],
+                                             cfg.optim.batch_size, extra, cfg.train.seed, self.rank, self.world)
+        else:
+            self.sampler = EpochSampler(len(self.dataset), cfg.optim.batch_size, cfg.train.seed, self.rank,
+                                        self.world)
+        self.images_per_step = (cfg.optim.batch_size + extra) * self.world
         self.loader = torch.utils.data.DataLoader(
-            self.train_set, batch_size=cfg.optim.batch_size, sampler=self.sampler, num_workers=cfg.data.workers,
+            self.train_set, batch_size=cfg.optim.batch_size + extra, sampler=self.sampler, num_workers=cfg.data.workers,
             drop_last=True, persistent_workers=False, pin_memory=self.device.type == "cuda",
         )
         self.steps_per_epoch = self.sampler.batches_per_epoch
@@ -354,6 +402,34 @@ class Trainer:
         load_weights(teacher, t.weights)
         return OnlineTeacher(teacher, amp=None if self.cfg.train.amp == "none" else self.cfg.train.amp,
                              device=self.device, channels_last=self.cfg.train.channels_last), None
+
+    def _apply_label_fraction(self) -> bool:
+        """`data.label_fraction` < 1: hide or drop the unlabelled images; True when the loss must be told which
+        images of a batch are labelled (unlabelled images kept for the teacher)."""
+        d = self.cfg.data
+        if d.label_fraction >= 1:
+            return False
+        total = len(self.dataset)
+        kept = choose_labelled(self.dataset.ids, d.label_fraction, d.label_seed)
+        if d.unlabelled == "drop":
+            self.dataset.keep_only(kept)
+            what = f"the other {total - len(kept)} are dropped"
+        elif d.unlabelled == "teacher":
+            self.dataset.hide_annotations(set(self.dataset.ids) - set(kept))
+            what = f"the other {total - len(kept)} are trained on the teacher's terms alone"
+        else:
+            hidden = set(self.dataset.ids) - set(kept)
+            self.dataset.hide_annotations(hidden)
+            pseudo = read_pseudo_labels(d.pseudo_labels, hidden, self.dataset.num_joints, d.pseudo_min_score,
+                                        d.pseudo_min_joint_score)
+            self.dataset.set_pseudo_annotations(pseudo)
+            people = sum(len(v) for v in pseudo.values())
+            what = (f"the other {len(hidden)} take {people} people ({people / max(1, len(hidden)):.2f} an image) "
+                    f"from {d.pseudo_labels}")
+        if self.rank == 0:
+            print(f"[{self.out.name}] label fraction {d.label_fraction:g} (label seed {d.label_seed}): {len(kept)} of "
+                  f"{total} training images keep their annotations; {what}", flush=True)
+        return d.unlabelled == "teacher"
 
     def _autocast(self) -> Any:
         return autocast(self.device, self.amp_dtype)
@@ -485,7 +561,8 @@ class Trainer:
         criterion = self.criterion if kd_on or self.criterion_gt is None else self.criterion_gt
         # The loss reads autocast's bf16 outputs as they are: it copies the heatmaps to contiguous float32 once and
         # gathers the tags before converting them (a whole-output `.float()` here was a second copy per step).
-        loss, logs = criterion(list(outputs), to(heatmaps), to(masks), to(indices), teacher_outputs)
+        labelled = batch.meta["labelled"].to(self.device) if self.passes_labelled else None
+        loss, logs = criterion(list(outputs), to(heatmaps), to(masks), to(indices), teacher_outputs, labelled)
         if self.feature_taps and kd_on:
             feature_kd = torch.stack([feature_kd_loss(s.take(), t.take()).mean() for s, t in self.feature_taps]).mean()
             loss = loss + self.cfg.loss.feature_kd_weight * feature_kd
@@ -526,7 +603,7 @@ class Trainer:
                 logs = self.train_step(batch)
                 self.step_in_epoch += 1
                 self.global_step += 1
-                self._images_now += cfg.optim.batch_size * self.world
+                self._images_now += self.images_per_step
                 self.history.append({"step": self.global_step, **logs})
                 if self.writer and self.global_step % max(1, cfg.train.log_every) == 0:
                     for k, v in logs.items():

@@ -37,7 +37,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -374,6 +374,47 @@ class CocoKeypointDataset(torch.utils.data.Dataset):
         if remove_images_without_annotations:
             ids = [i for i in ids if len(self._ann_ids(i)) > 0]
         self.ids = ids
+        self.unlabelled_ids: frozenset[Any] = frozenset()
+        self.pseudo_annotations: dict[Any, list[dict[str, Any]]] = {}
+
+    # ------------------------------------------------------------------------------ label-scarce runs
+    def hide_annotations(self, image_ids: Iterable[Any]) -> None:
+        """Treat these images as unlabelled: no joints, no ignore regions (`is_labelled` False).
+
+        The images stay in the dataset (a teacher can still supervise them); their annotations are never read
+        for training targets. See distill/data/labels.py."""
+        hidden = frozenset(image_ids)
+        unknown = hidden - set(self.ids)
+        if unknown:
+            raise ValueError(f"{self.annotation_file}: cannot hide annotations of images not in the split: "
+                             f"{sorted(map(str, unknown))[:5]}")
+        self.unlabelled_ids = hidden
+        self.pseudo_annotations = {}
+
+    def set_pseudo_annotations(self, annotations: dict[Any, list[dict[str, Any]]]) -> None:
+        """Give every hidden image the annotations a teacher predicted for it (distill/data/labels.py,
+        `read_pseudo_labels`); they then count as labelled. Must cover exactly the hidden images."""
+        if set(annotations) != set(self.unlabelled_ids):
+            raise ValueError(f"{self.annotation_file}: pseudo-annotations must cover exactly the "
+                             f"{len(self.unlabelled_ids)} unlabelled images, got {len(annotations)} images")
+        self.pseudo_annotations = {
+            image_id: [{**a, "id": f"pseudo-{image_id}-{k}", "category_id": self.category_id} for k, a in enumerate(anns)]
+            for image_id, anns in annotations.items()}
+
+    def keep_only(self, image_ids: Iterable[Any]) -> None:
+        """Restrict the dataset to these images (in its own order), e.g. the labelled ones of a label-scarce run."""
+        wanted = set(image_ids)
+        unknown = wanted - set(self.ids)
+        if unknown:
+            raise ValueError(f"{self.annotation_file}: cannot keep images not in the split: "
+                             f"{sorted(map(str, unknown))[:5]}")
+        self.ids = [i for i in self.ids if i in wanted]
+        self.unlabelled_ids = self.unlabelled_ids & wanted
+
+    def is_labelled(self, index: int) -> bool:
+        """False for an image whose annotations are hidden and not replaced by a teacher's (pseudo-labels)."""
+        image_id = self.ids[index]
+        return image_id not in self.unlabelled_ids or image_id in self.pseudo_annotations
 
     # ----------------------------------------------------------------------------------- raw access
     @property
@@ -397,7 +438,10 @@ class CocoKeypointDataset(torch.utils.data.Dataset):
         return self.coco.imgs[self.ids[index]]
 
     def annotations(self, index: int) -> list[dict[str, Any]]:
-        """All annotations of the keypoint category for this image, in file order (crowds included)."""
+        """All annotations of the keypoint category for this image, in file order (crowds included); none for an
+        image made unlabelled by `hide_annotations` (or the teacher's, after `set_pseudo_annotations`)."""
+        if self.ids[index] in self.unlabelled_ids:
+            return list(self.pseudo_annotations.get(self.ids[index], []))
         return self.coco.loadAnns(self._ann_ids(self.ids[index]))
 
     def image_path(self, index: int) -> Path:

@@ -337,6 +337,8 @@ class AugMetaDataset(torch.utils.data.Dataset):
             "affines": torch.from_numpy(np.stack([np.asarray(a, np.float64)[:2] for a in s.affines])),
             "output_sizes": torch.tensor([int(h.shape[-1]) for h in s.heatmaps]),
             "input_size": int(s.image.shape[-1]),
+            # False for an image whose annotations a label-scarce run hides: only the teacher's terms apply
+            "labelled": bool(getattr(self.dataset, "is_labelled", lambda i: True)(s.index)),
         }
         if self.teacher is not None:
             self.teacher.store.check_image_file(s.image_id, self.dataset.image_path(s.index))
