@@ -19,6 +19,8 @@ Arms (each one change against `gt_labelled`):
                    `gt_labelled` run's batch of labelled images plus as many unlabelled ones
                    (`data.unlabelled_per_batch`): the same steps and the same ground truth per step, twice the
                    images per step (the usual protocol of semi-supervised training);
+- `gt_labelled_2x`, `gt_all_2x`: the controls of the mixed arms: ground truth only at twice the batch (the same
+                   images per step as a mixed arm), on the labelled images / on every image;
 - `gt_all`:        for scale, ground truth on every image (what full labels would give).
 
 The base config is a distilled student run (e.g. the `config.json` that `make demo` writes for `step_s`, with
@@ -72,6 +74,11 @@ ARMS: dict[str, tuple[str, list[str], bool]] = {
     "gt_pseudo_mixed": ("GT batch + as many pseudo-labelled images per step",
                         NO_TEACHER + ["data.unlabelled=pseudo", "data.pseudo_labels={pseudo}",
                                       "data.pseudo_min_score={min_score}", "data.unlabelled_per_batch={batch}"], False),
+    # controls for the mixed arms, which see twice the images per step: ground truth at twice the batch
+    "gt_labelled_2x": ("GT only, labelled images, batch x2 (the mixed arms' images per step)",
+                       NO_TEACHER + ["data.unlabelled=drop", "optim.batch_size={batch2}"], False),
+    "gt_all_2x": ("GT only, every image labelled, batch x2 (for scale)",
+                  NO_TEACHER + ["data.label_fraction=1", "optim.batch_size={batch2}"], True),
     "gt_all": ("GT only, every image labelled (for scale)", NO_TEACHER + ["data.label_fraction=1"], True),
 }
 
@@ -92,11 +99,18 @@ def train_images(cfg: dict[str, Any]) -> int:
     return sum(1 for im in ann["images"] if im["id"] in with_people)
 
 
-def arm_epochs(cfg: dict[str, Any], fraction: float, uses_all: bool) -> tuple[int, int]:
-    """(epochs, steps): the base config's steps, as whole epochs over the images this arm trains on."""
+def batch_scale(arm: str) -> int:
+    """The arm's batch as a multiple of the base config's (the `_2x` controls)."""
+    return 2 if arm.endswith("_2x") else 1
+
+
+def arm_epochs(cfg: dict[str, Any], fraction: float, uses_all: bool, scale: int = 1) -> tuple[int, int]:
+    """(epochs, steps): the base config's steps, as whole epochs over the images this arm trains on at `scale`
+    times the base batch."""
     n, bs = train_images(cfg), int(cfg["optim"]["batch_size"])
     steps = (n // bs) * int(cfg["optim"]["epochs"])
     used = n if uses_all else labelled_count(n, fraction)
+    bs *= scale
     per_epoch = used // bs
     if per_epoch < 1 or steps % per_epoch:
         raise SystemExit(f"{used} images at batch {bs} ({per_epoch} steps an epoch) cannot give the base config's "
@@ -135,11 +149,11 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, cfg: dict[str, Any]) 
         print(f"[{out.name}] done", flush=True)
         return
     _, overrides, uses_all = ARMS[arm]
-    epochs, steps = arm_epochs(cfg, args.fraction, uses_all)
+    epochs, steps = arm_epochs(cfg, args.fraction, uses_all, batch_scale(arm))
     sets = [f"train.out={out}", f"train.seed={seed}", "train.eval_every=0", f"optim.epochs={epochs}",
             f"data.label_fraction={args.fraction}", f"data.label_seed={args.label_seed}",
             *(o.format(pseudo=args.pseudo[0] if args.pseudo else "", min_score=args.pseudo[1] if args.pseudo else 0,
-                       batch=cfg["optim"]["batch_size"]) for o in overrides)]
+                       batch=cfg["optim"]["batch_size"], batch2=2 * cfg["optim"]["batch_size"]) for o in overrides)]
     cmd = [sys.executable, "-m", "distill.cli", "train", str(args.base)] + sum((["--set", s] for s in sets), [])
     t0 = time.perf_counter()
     print(f"[{out.name}] {epochs} epochs = {steps} steps", flush=True)
@@ -223,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table_only:
         jobs = [(arm, s) for s in args.seeds for arm in args.arms]
         for arm, _ in jobs:  # every arm's budget checked before any run starts
-            arm_epochs(cfg, args.fraction, ARMS[arm][2])
+            arm_epochs(cfg, args.fraction, ARMS[arm][2], batch_scale(arm))
         args.pseudo = pseudo_labels(args, cfg) if any("pseudo" in arm for arm in args.arms) else None
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             for f in [pool.submit(run_arm, arm, s, args, cfg) for arm, s in jobs]:

@@ -242,6 +242,7 @@ def test_the_study_gives_every_arm_the_base_steps_and_matches_the_pseudo_label_c
            "teacher": {"name": TEACHER, "weights": "t.pt"}}
     assert study.arm_epochs(cfg, 0.5, uses_all=False) == (10, 20)  # 4 labelled images: 2 steps an epoch
     assert study.arm_epochs(cfg, 0.5, uses_all=True) == (5, 20)
+    assert study.arm_epochs(cfg, 0.5, uses_all=True, scale=2) == (10, 20) and study.batch_scale("gt_all_2x") == 2
     with pytest.raises(SystemExit, match="6 images at batch 2 .3 steps an epoch. cannot give the base config's 20"):
         study.arm_epochs(cfg, 0.75, uses_all=False)
     ann = json.loads((data / "annotations" / "person_keypoints_train2017.json").read_text())
