@@ -173,8 +173,9 @@ def _ap(path: Path) -> float | None:
     return json.loads(path.read_text())["rows"][0]["AP"] if path.exists() else None
 
 
-def _mean_std(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
+def _mean_std(xs: list[float], signed: bool = False) -> str:
+    m = f"{statistics.mean(xs):+.3f}" if signed else f"{statistics.mean(xs):.3f}"
+    return f"{m} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else m
 
 
 def _ci(xs: list[float]) -> str:
@@ -207,15 +208,18 @@ def table(args: argparse.Namespace, cfg: dict[str, Any]) -> str:
             lines.append(f"| {ARMS[arm][0]} | {' '.join(map(str, seeds))} | "
                          f"{' / '.join(f'{got[s][0]:.3f}' for s in seeds)} | {_mean_std([got[s][0] for s in seeds])} | "
                          f"{' / '.join(f'{got[s][1]:.3f}' for s in seeds)} | {_mean_std([got[s][1] for s in seeds])} |")
-    base = scores.get("gt_labelled", {})
     for arm, got in scores.items():
-        seeds = sorted(set(got) & set(base))
-        if arm == "gt_labelled" or not seeds:
-            continue
-        for i, split in ((0, "val"), (1, "held out")):
-            d = [got[s][i] - base[s][i] for s in seeds]
-            lines.append(f"- {ARMS[arm][0]} − GT only on the labelled images, {split}: "
-                         f"{' / '.join(f'{x:+.3f}' for x in d)} = {_mean_std(d)}{_ci(d)}")
+        # every arm against GT only on the labelled images; the mixed arms also against their batch-x2 control
+        controls = ["gt_labelled"] + (["gt_labelled_2x"] if arm.endswith("_mixed") else [])
+        for control in controls:
+            base = scores.get(control, {})
+            seeds = sorted(set(got) & set(base))
+            if arm == control or not seeds:
+                continue
+            for i, split in ((0, "val"), (1, "held out")):
+                d = [got[s][i] - base[s][i] for s in seeds]
+                lines.append(f"- {ARMS[arm][0]} − {ARMS[control][0]}, {split}: "
+                             f"{' / '.join(f'{x:+.3f}' for x in d)} = {_mean_std(d, signed=True)}{_ci(d)}")
     return "\n".join(lines)
 
 

@@ -303,3 +303,29 @@ def test_the_trainer_adds_unlabelled_images_to_each_labelled_batch(tmp_path: Pat
         assert "hm_kd_4" in logs and "push" in logs
     finally:
         trainer.release()
+
+
+def test_the_study_table_pairs_each_arm_with_its_controls_by_seed(tmp_path: Path, make_synthetic_dataset) -> None:
+    import argparse
+
+    from tests.script_module import load_script
+
+    study = load_script("label_scarce_study")
+    data = make_synthetic_dataset(seed=5, num_train=8, num_val=1, image_size=64)
+    cfg = {"data": {"root": str(data), "input_size": 64}, "optim": {"batch_size": 2, "epochs": 5}}
+    aps = {"gt_labelled": (0.20, 0.30), "gt_labelled_2x": (0.25, 0.35), "gt_pseudo_mixed": (0.40, 0.50)}
+    for arm, (v, h) in aps.items():
+        for seed in (0, 1):
+            run = tmp_path / f"{arm}_seed{seed}"
+            run.mkdir()
+            (run / "val.json").write_text(json.dumps({"rows": [{"AP": v + 0.01 * seed}]}))
+            (run / "heldout.json").write_text(json.dumps({"rows": [{"AP": h + (0.02 if arm == "gt_labelled" and seed
+                                                                               else 0)}]}))
+    args = argparse.Namespace(root=tmp_path, fraction=0.5, label_seed=0, heldout=tmp_path, seeds=[0, 1],
+                              arms=list(aps))
+    text = study.table(args, cfg)
+    assert "| GT only, labelled images | 0 1 | 0.200 / 0.210 | 0.205 ± 0.007 | 0.300 / 0.320 |" in text
+    mixed = study.ARMS["gt_pseudo_mixed"][0]
+    assert f"- {mixed} − GT only, labelled images, held out: +0.200 / +0.180 = +0.190 ± 0.014" in text
+    assert f"- {mixed} − {study.ARMS['gt_labelled_2x'][0]}, val: +0.150 / +0.150 = +0.150 ± 0.000" in text
+    assert text.count(" − ") == 6  # 2x vs labelled (2 splits), mixed vs labelled and vs 2x (4)
