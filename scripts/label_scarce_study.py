@@ -140,7 +140,23 @@ def pseudo_labels(args: argparse.Namespace, cfg: dict[str, Any]) -> tuple[Path, 
     min_score = scores[keep - 1] if keep else 0.0
     print(f"pseudo-labels: {target:.2f} annotated people per labelled image -> the teacher's top {keep} people on "
           f"{len(unlabelled)} unlabelled images, person score >= {min_score:.4f}", flush=True)
+    print_pseudo_label_quality(root / "annotations" / f"person_keypoints_{split}.json", out, sorted(unlabelled),
+                               float(min_score))
     return out, float(min_score)
+
+
+def print_pseudo_label_quality(ann_file: Path, results_file: Path, image_ids: list[Any], min_score: float) -> None:
+    """How good the pseudo-labels are: the teacher's AP against the hidden real annotations of the unlabelled
+    images, for all its people and for those kept (the split is labelled really, so this can be measured)."""
+    from distill.evaluate import coco_keypoint_eval
+
+    ids = set(image_ids)
+    results = [r for r in json.loads(results_file.read_text()) if r["image_id"] in ids]
+    for what, rs in (("all people", results), (f"people kept (score >= {min_score:.4f})",
+                                               [r for r in results if r["score"] >= min_score])):
+        st = coco_keypoint_eval(ann_file, rs, image_ids=image_ids)
+        print(f"pseudo-labels against the real annotations of the unlabelled images, {what}: AP {st['AP']:.3f} "
+              f"AR {st['AR']:.3f}", flush=True)
 
 
 def run_arm(arm: str, seed: int, args: argparse.Namespace, cfg: dict[str, Any]) -> None:
