@@ -39,8 +39,8 @@ from distill.codec.decode import decode_mode
 from distill.codec.targets import TargetConfig
 from distill.config import ConfigError, RunConfig, validate
 from distill.data.coco import CocoKeypointDataset, _read_json, annotation_path, validate_coco_keypoints
-from distill.data.transforms import AugmentConfig
 from distill.data.labels import choose_labelled, read_pseudo_labels
+from distill.data.transforms import AugmentConfig
 from distill.errors import CheckpointError, OutputError, TrainingDiverged, ensure_writable_dir
 from distill.evaluate import require_scorable
 from distill.losses import DistillLoss, LossConfig
