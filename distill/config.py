@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from distill.data.labels import UNLABELLED_MODES
 from distill.errors import AEDistillError
 from distill.strict_config import from_mapping, read_yaml_mapping
 
@@ -213,7 +214,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("loss", "ae_loss_type"): ("exp", "max"),
     ("loss", "tag_reduction"): ("first", "mean", "pca"), ("optim", "name"): ("adam", "adamw"),
     ("optim", "schedule"): ("step", "cosine"), ("train", "amp"): ("none", "bf16", "fp16"),
-    ("train", "eval_decode"): ("official", "improved"), ("data", "unlabelled"): ("drop", "teacher", "pseudo"),
+    ("train", "eval_decode"): ("official", "improved"), ("data", "unlabelled"): UNLABELLED_MODES,
 }
 
 

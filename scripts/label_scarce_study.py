@@ -92,11 +92,18 @@ def read_base(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def train_images(cfg: dict[str, Any]) -> int:
+def train_annotations(cfg: dict[str, Any]) -> tuple[Path, dict[str, Any], list[Any]]:
+    """The training split's annotation file, its contents and the ids the training dataset uses, in its order
+    (images with at least one annotation, as `CocoKeypointDataset` keeps them)."""
     root, split = Path(cfg["data"]["root"]), cfg["data"].get("train_split", "train2017")
-    ann = json.loads((root / "annotations" / f"person_keypoints_{split}.json").read_text())
-    with_people = {a["image_id"] for a in ann["annotations"]}
-    return sum(1 for im in ann["images"] if im["id"] in with_people)
+    path = root / "annotations" / f"person_keypoints_{split}.json"
+    ann = json.loads(path.read_text())
+    annotated = {a["image_id"] for a in ann["annotations"]}
+    return path, ann, [im["id"] for im in ann["images"] if im["id"] in annotated]
+
+
+def train_images(cfg: dict[str, Any]) -> int:
+    return len(train_annotations(cfg)[2])
 
 
 def batch_scale(arm: str) -> int:
@@ -128,9 +135,7 @@ def pseudo_labels(args: argparse.Namespace, cfg: dict[str, Any]) -> tuple[Path, 
         subprocess.run([sys.executable, "-m", "distill.cli", "predict", "--model",
                         f"teacher:{t['name']}:{t['weights']}", "--input", str(root / split), "--out", str(out),
                         "--input-size", str(cfg["data"]["input_size"]), "--no-progress"], cwd=REPO, check=True)
-    ann = json.loads((root / "annotations" / f"person_keypoints_{split}.json").read_text())
-    annotated = {a["image_id"] for a in ann["annotations"]}
-    with_people = [im["id"] for im in ann["images"] if im["id"] in annotated]  # the training dataset's ids, in order
+    ann_file, ann, with_people = train_annotations(cfg)
     labelled = set(choose_labelled(with_people, args.fraction, args.label_seed))
     people = [a for a in ann["annotations"] if a["image_id"] in labelled and a.get("num_keypoints", 0) > 0]
     target = len(people) / len(labelled)
@@ -140,7 +145,7 @@ def pseudo_labels(args: argparse.Namespace, cfg: dict[str, Any]) -> tuple[Path, 
     min_score = scores[keep - 1] if keep else 0.0
     print(f"pseudo-labels: {target:.2f} annotated people per labelled image -> the teacher's top {keep} people on "
           f"{len(unlabelled)} unlabelled images, person score >= {min_score:.4f}", flush=True)
-    print_pseudo_label_quality(root / "annotations" / f"person_keypoints_{split}.json", out, sorted(unlabelled),
+    print_pseudo_label_quality(ann_file, out, sorted(unlabelled),
                                float(min_score))
     return out, float(min_score)
 
