@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("distill.commands.train", "train a teacher from scratch or distill a student (YAML config + --set overrides)"),
     "cache-teacher": ("distill.commands.cache_teacher", "run a frozen teacher once over a split into a resumable store (float16, or quantised + zstd)"),
     "export": ("distill.commands.export", "export a teacher or student to ONNX (BatchNorm folded, checked against PyTorch)"),
+    "image-info": ("distill.commands.image_info", "the COCO image list of a folder of images without annotations (an unlabelled split)"),
     "predict": ("distill.commands.predict", "COCO results-format keypoints (and overlays) for an image or a folder of images"),
     "visualize": ("distill.commands.visualize", "draw predicted skeletons (and heatmap / tag panels) for images"),
     "compare-tags": ("distill.commands.compare_tags", "AP cost of reducing a teacher's per-joint tag maps to one (first/mean/pca) vs students; --dims: the T x D sweep"),

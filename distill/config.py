@@ -92,6 +92,10 @@ class DataSection:
     # file on the training images; people scoring >= pseudo_min_score, joints >= pseudo_min_joint_score).
     label_fraction: float = 1.0
     label_seed: int = 0
+    # Images nobody annotated (distill/data/unlabelled.py), e.g. COCO's 'unlabeled2017': <root>/<split>/ with its
+    # image list in <root>/annotations/image_info_<split>.json. They join the training images as unlabelled
+    # (data.unlabelled 'teacher' or 'pseudo'); '' = none.
+    unlabelled_split: str = ""
     unlabelled: str = "drop"
     pseudo_labels: str = ""
     # 0: the unlabelled images are part of each epoch like the others. N > 0: each batch is optim.batch_size labelled
@@ -296,21 +300,29 @@ def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
             "their annotations)")
     if d.label_seed < 0:
         bad("data.label_seed", d.label_seed, "must be >= 0")
-    if d.unlabelled == "teacher" and d.label_fraction < 1:
+    has_unlabelled = d.label_fraction < 1 or bool(d.unlabelled_split)
+    if d.unlabelled_split:
+        if d.unlabelled not in ("teacher", "pseudo"):
+            bad("data.unlabelled", d.unlabelled, f"must be 'teacher' or 'pseudo' with data.unlabelled_split "
+                f"{d.unlabelled_split!r}: it says how its images are trained on")
+        if d.unlabelled_split in (d.train_split, d.val_split):
+            bad("data.unlabelled_split", d.unlabelled_split, "must be another split than data.train_split and "
+                "data.val_split (the training split's images are there already; the val split's are scored)")
+    if d.unlabelled == "teacher" and has_unlabelled:
         if not cfg.teacher.name:
             bad("data.unlabelled", d.unlabelled, "needs a teacher (teacher.name) to supervise the unlabelled images; "
                 "use 'drop' to train on the labelled images alone")
         if lo.kd_until < 1:
             bad("loss.kd_until", lo.kd_until, "must be 1 with data.unlabelled 'teacher': after kd_until nothing "
                 "would supervise the unlabelled images")
-    if d.unlabelled == "pseudo" and d.label_fraction < 1 and not d.pseudo_labels:
+    if d.unlabelled == "pseudo" and has_unlabelled and not d.pseudo_labels:
         bad("data.pseudo_labels", d.pseudo_labels, "data.unlabelled 'pseudo' needs the teacher's predictions on the "
             "training images (`distill predict ... --out FILE`, then data.pseudo_labels=FILE)")
     if d.unlabelled_per_batch < 0:
         bad("data.unlabelled_per_batch", d.unlabelled_per_batch, "must be >= 0")
-    if d.unlabelled_per_batch and not (d.label_fraction < 1 and d.unlabelled in ("teacher", "pseudo")):
+    if d.unlabelled_per_batch and not (has_unlabelled and d.unlabelled in ("teacher", "pseudo")):
         bad("data.unlabelled_per_batch", d.unlabelled_per_batch, "needs unlabelled images to add: "
-            "data.label_fraction < 1 with data.unlabelled 'teacher' or 'pseudo'")
+            "data.label_fraction < 1 or data.unlabelled_split, with data.unlabelled 'teacher' or 'pseudo'")
     if d.pseudo_labels and d.unlabelled != "pseudo":
         bad("data.pseudo_labels", d.pseudo_labels, f"is only read with data.unlabelled 'pseudo' (got {d.unlabelled!r})")
     if not (d.pseudo_min_score >= 0 and 0 <= d.pseudo_min_joint_score <= 1):

@@ -16,16 +16,12 @@ from typing import Any
 import cv2
 
 from distill.atomic import write_bytes_atomic
-from distill.data.images import ImageReadError
+from distill.data.images import ImageReadError, image_id_of
 from distill.errors import DataError
 from distill.keypoints import KeypointSpec
 from distill.predict import Predictor, read_image
 from distill.progress import progress
 from distill.visualize import visualize_image
-
-
-def image_id_of(path: Path) -> Any:
-    return int(path.stem) if path.stem.isdigit() else path.name
 
 
 def predict_images(predictor: Predictor, images: list[Path], batch_size: int = 8, overlays: Path | None = None,

@@ -40,6 +40,7 @@ from distill.codec.targets import TargetConfig
 from distill.config import ConfigError, RunConfig, validate
 from distill.data.coco import CocoKeypointDataset, _read_json, annotation_path, validate_coco_keypoints
 from distill.data.labels import choose_labelled, read_pseudo_labels
+from distill.data.unlabelled import add_unlabelled_split
 from distill.data.transforms import AugmentConfig
 from distill.errors import CheckpointError, OutputError, TrainingDiverged, ensure_writable_dir
 from distill.evaluate import require_scorable
@@ -310,6 +311,8 @@ class Trainer:
                               f"{cfg.model.name} predicts {self.num_joints}")
         if cfg.train.eval_every and self.rank == 0:  # an empty val split would "score" AP 0 after the whole run
             self._check_val_split()
+        if cfg.data.unlabelled_split:  # before the teacher: a cached store must hold these images too
+            add_unlabelled_split(self.dataset, cfg.data.root, cfg.data.unlabelled_split)
         self.teacher, cached = self._build_teacher()  # a cached store checks the whole split, before any subset
         self.passes_labelled = self._apply_label_fraction()
         self.train_set = AugMetaDataset(self.dataset, cached)
@@ -404,31 +407,34 @@ class Trainer:
                              device=self.device, channels_last=self.cfg.train.channels_last), None
 
     def _apply_label_fraction(self) -> bool:
-        """`data.label_fraction` < 1: hide or drop the unlabelled images; True when the loss must be told which
-        images of a batch are labelled (unlabelled images kept for the teacher)."""
+        """`data.label_fraction` < 1 or `data.unlabelled_split`: hide or drop the unlabelled images; True when the
+        loss must be told which images of a batch are labelled (unlabelled images kept for the teacher)."""
         d = self.cfg.data
-        if d.label_fraction >= 1:
+        ds = self.dataset
+        if d.label_fraction >= 1 and not d.unlabelled_split:
             return False
-        total = len(self.dataset)
-        kept = choose_labelled(self.dataset.ids, d.label_fraction, d.label_seed)
-        if d.unlabelled == "drop":
-            self.dataset.keep_only(kept)
-            what = f"the other {total - len(kept)} are dropped"
-        elif d.unlabelled == "teacher":
-            self.dataset.hide_annotations(set(self.dataset.ids) - set(kept))
-            what = f"the other {total - len(kept)} are trained on the teacher's terms alone"
+        annotated = [i for i in ds.ids if i not in ds.unannotated_ids]
+        kept = choose_labelled(annotated, d.label_fraction, d.label_seed) if d.label_fraction < 1 else annotated
+        if d.unlabelled == "drop":  # (config: never with an unlabelled split)
+            ds.keep_only(kept)
+            what = f"the other {len(annotated) - len(kept)} are dropped"
         else:
-            hidden = set(self.dataset.ids) - set(kept)
-            self.dataset.hide_annotations(hidden)
-            pseudo = read_pseudo_labels(d.pseudo_labels, hidden, self.dataset.num_joints, d.pseudo_min_score,
-                                        d.pseudo_min_joint_score)
-            self.dataset.set_pseudo_annotations(pseudo)
-            people = sum(len(v) for v in pseudo.values())
-            what = (f"the other {len(hidden)} take {people} people ({people / max(1, len(hidden)):.2f} an image) "
-                    f"from {d.pseudo_labels}")
+            ds.hide_annotations(set(annotated) - set(kept))
+            hidden = ds.unlabelled_ids
+            parts = ([f"{len(annotated) - len(kept)} with hidden annotations"] if d.label_fraction < 1 else []) + (
+                [f"{len(ds.unannotated_ids)} of split {d.unlabelled_split!r}"] if d.unlabelled_split else [])
+            what = f"{len(hidden)} unlabelled images ({' + '.join(parts)}) "
+            if d.unlabelled == "teacher":
+                what += "are trained on the teacher's terms alone"
+            else:
+                pseudo = read_pseudo_labels(d.pseudo_labels, hidden, ds.num_joints, d.pseudo_min_score,
+                                            d.pseudo_min_joint_score)
+                ds.set_pseudo_annotations(pseudo)
+                people = sum(len(v) for v in pseudo.values())
+                what += f"take {people} people ({people / max(1, len(hidden)):.2f} an image) from {d.pseudo_labels}"
         if self.rank == 0:
             print(f"[{self.out.name}] label fraction {d.label_fraction:g} (label seed {d.label_seed}): {len(kept)} of "
-                  f"{total} training images keep their annotations; {what}", flush=True)
+                  f"{len(annotated)} training images keep their annotations; {what}", flush=True)
         return d.unlabelled == "teacher"
 
     def _autocast(self) -> Any:

@@ -27,16 +27,16 @@ import cv2
 import numpy as np
 import torch
 
+from distill.data.images import IMAGE_SUFFIXES, list_images
 from distill.errors import DataError
 from distill.geometry import affine_transform
 from distill.keypoints import KeypointSpec
 
 __all__ = [
-    "IMAGE_SUFFIXES", "draw_people", "heatmap_panel", "joint_sides", "person_colors", "side_by_side",
+    "IMAGE_SUFFIXES", "draw_people", "list_images", "heatmap_panel", "joint_sides", "person_colors", "side_by_side",
     "tag_panel", "visualize_image",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LEFT, CENTRE, RIGHT = -1, 0, 1
 _FIXED_SIDE_COLORS = {LEFT: (255, 140, 0), RIGHT: (30, 120, 255), CENTRE: (40, 200, 60)}  # RGB
 
@@ -295,17 +295,6 @@ def visualize_image(image: np.ndarray, pred: Any, spec: KeypointSpec, *, score_t
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def list_images(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        return images
-    raise DataError(f"{path}: no such image or folder")
-
-
 def spec_from_annotations(path: Path) -> KeypointSpec:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))

@@ -17,6 +17,7 @@ import torch
 
 from distill.config import input_size_arg
 from distill.data.coco import CocoKeypointDataset
+from distill.data.unlabelled import add_unlabelled_split
 from distill.errors import AEDistillError
 from distill.models import build_model, load_weights, trained_teacher_config
 from distill.teacher_cache import RANDOM_INIT_NOTE, TeacherStore, build_store, estimate_store, weights_identity
@@ -61,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="image loading worker processes (default 2)")
     parser.add_argument("--all-images", action="store_true",
                         help="also cache images without person annotations (the training dataset drops them by default)")
+    parser.add_argument("--unlabelled-split", default="", metavar="SPLIT",
+                        help="also cache this split's images (no annotations; e.g. unlabeled2017), after --split's: "
+                             "for a run with data.unlabelled_split SPLIT and data.unlabelled teacher")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verify", action="store_true",
                         help="afterwards, read the whole store back: every file's sha256 and every map finite")
@@ -98,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
                                args.seed if args.random_init else None)
     dataset = CocoKeypointDataset(args.data, args.split, input_size=input_size, augment=False,
                                   remove_images_without_annotations=not args.all_images)
+    if args.unlabelled_split:
+        if args.unlabelled_split == args.split:
+            raise AEDistillError(f"--unlabelled-split {args.unlabelled_split!r} is --split itself")
+        added = add_unlabelled_split(dataset, args.data, args.unlabelled_split)
+        _log(f"{args.split}: {len(dataset) - added} images, then {added} unlabelled images of {args.unlabelled_split}")
     if args.estimate:
         est = estimate_store(model, dataset, input_size=input_size, device=device, amp=args.amp,
                              format_version=args.format_version, num_parts=num_parts, tag_bits=args.tag_bits)

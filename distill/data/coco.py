@@ -376,19 +376,44 @@ class CocoKeypointDataset(torch.utils.data.Dataset):
         self.ids = ids
         self.unlabelled_ids: frozenset[Any] = frozenset()
         self.pseudo_annotations: dict[Any, list[dict[str, Any]]] = {}
+        # Images of an unlabelled split (`add_unlabelled_images`): id -> image record, their folder, their list's file
+        self.unannotated_ids: frozenset[Any] = frozenset()
+        self._extra_info: dict[Any, dict[str, Any]] = {}
+        self._extra_dir: Path | None = None
+        self._extra_source: Path | None = None
 
     # ------------------------------------------------------------------------------ label-scarce runs
+    def add_unlabelled_images(self, images: Sequence[dict[str, Any]], image_dir: str | os.PathLike[str],
+                              source: str | os.PathLike[str]) -> None:
+        """Append images that have no annotations (an unlabelled split: `distill.data.unlabelled`), after the
+        split's own. They are unlabelled for good (`hide_annotations` keeps them so); `source` is the image list
+        they came from, named in errors."""
+        if self._extra_info:
+            raise ValueError(f"{self.annotation_file}: unlabelled images were already added (from "
+                             f"{self._extra_source}); add one split")
+        clash = [im["id"] for im in images if im["id"] in self.coco.imgs]
+        if clash:
+            raise DataError(f"{source}: image id(s) {sorted(map(str, clash))[:5]} are also images of "
+                            f"{self.annotation_file}; an unlabelled split must not share ids with the training split")
+        self._extra_info = {im["id"]: dict(im) for im in images}
+        self._extra_dir, self._extra_source = Path(image_dir), Path(source)
+        self.unannotated_ids = frozenset(self._extra_info)
+        self.ids = self.ids + [im["id"] for im in images]
+        self.unlabelled_ids = self.unlabelled_ids | self.unannotated_ids
+        self.pseudo_annotations = {}
+
     def hide_annotations(self, image_ids: Iterable[Any]) -> None:
         """Treat these images as unlabelled: no joints, no ignore regions (`is_labelled` False).
 
         The images stay in the dataset (a teacher can still supervise them); their annotations are never read
-        for training targets. See distill/data/labels.py."""
+        for training targets. See distill/data/labels.py. Images without annotations (`add_unlabelled_images`)
+        stay unlabelled."""
         hidden = frozenset(image_ids)
         unknown = hidden - set(self.ids)
         if unknown:
             raise ValueError(f"{self.annotation_file}: cannot hide annotations of images not in the split: "
                              f"{sorted(map(str, unknown))[:5]}")
-        self.unlabelled_ids = hidden
+        self.unlabelled_ids = hidden | self.unannotated_ids
         self.pseudo_annotations = {}
 
     def set_pseudo_annotations(self, annotations: dict[Any, list[dict[str, Any]]]) -> None:
@@ -410,6 +435,7 @@ class CocoKeypointDataset(torch.utils.data.Dataset):
                              f"{sorted(map(str, unknown))[:5]}")
         self.ids = [i for i in self.ids if i in wanted]
         self.unlabelled_ids = self.unlabelled_ids & wanted
+        self.unannotated_ids = self.unannotated_ids & wanted
 
     def is_labelled(self, index: int) -> bool:
         """False for an image whose annotations are hidden and not replaced by a teacher's (pseudo-labels)."""
@@ -435,7 +461,8 @@ class CocoKeypointDataset(torch.utils.data.Dataset):
         return self.coco.getAnnIds(imgIds=image_id, catIds=[self.category_id], iscrowd=None)
 
     def image_info(self, index: int) -> dict[str, Any]:
-        return self.coco.imgs[self.ids[index]]
+        image_id = self.ids[index]
+        return self._extra_info[image_id] if image_id in self._extra_info else self.coco.imgs[image_id]
 
     def annotations(self, index: int) -> list[dict[str, Any]]:
         """All annotations of the keypoint category for this image, in file order (crowds included); none for an
@@ -445,7 +472,8 @@ class CocoKeypointDataset(torch.utils.data.Dataset):
         return self.coco.loadAnns(self._ann_ids(self.ids[index]))
 
     def image_path(self, index: int) -> Path:
-        return self.image_dir / self.image_info(index)["file_name"]
+        folder = self._extra_dir if self.ids[index] in self._extra_info else self.image_dir
+        return folder / self.image_info(index)["file_name"]
 
     def load_image(self, index: int) -> np.ndarray:
         """(h, w, 3) uint8 RGB, as the official reader (IMREAD_COLOR | IMREAD_IGNORE_ORIENTATION, BGR->RGB)."""
@@ -455,9 +483,8 @@ class CocoKeypointDataset(torch.utils.data.Dataset):
         img = read_image_file(path, what, check_jpeg=self.check_truncated_jpeg)
         h, w = img.shape[:2]
         if (h, w) != (info["height"], info["width"]):
-            raise ImageReadError(
-                f"{what} is {w}x{h} pixels but the annotation file says {info['width']}x{info['height']}"
-            )
+            listed_in = self._extra_source if info["id"] in self._extra_info else "the annotation file"
+            raise ImageReadError(f"{what} is {w}x{h} pixels but {listed_in} says {info['width']}x{info['height']}")
         return img
 
     def get_mask(self, index: int, anns: list[dict[str, Any]] | None = None) -> np.ndarray:

@@ -20,6 +20,7 @@ from distill.errors import DataError
 
 DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 BENIGN_LIBJPEG = ("extraneous bytes before marker",)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class ImageReadError(DataError):
@@ -74,3 +75,21 @@ def read_image_file(path: str | os.PathLike[str], what: str | None = None, check
     if img is None:
         raise ImageReadError(f"{what} could not be decoded as an image (corrupt or not an image file)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def list_images(path: Path) -> list[Path]:
+    """An image file as a list of one, or a folder's image files (by suffix), sorted by name."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return images
+    raise DataError(f"{path}: no such image or folder")
+
+
+def image_id_of(path: Path) -> int | str:
+    """The image id a file gets when no annotation file names it (`distill predict`, `distill image-info`): the
+    stem as an integer when it is one (COCO names: 000000000139.jpg -> 139), else the file name."""
+    return int(path.stem) if path.stem.isdigit() else path.name

@@ -61,12 +61,14 @@ def read_pseudo_labels(path: str | Path, image_ids: Iterable[Any], num_joints: i
         raise DataError(f"data.pseudo_labels: {path}: expected a list of COCO keypoint results, got a "
                         f"{type(results).__name__}")
     out: dict[Any, list[dict[str, Any]]] = {image_id: [] for image_id in image_ids}
+    matched = 0
     for i, r in enumerate(results):
         where = f"data.pseudo_labels: {path}: result {i}"
         if not isinstance(r, dict) or not {"image_id", "keypoints", "score"} <= set(r):
             raise DataError(f"{where}: expected an object with image_id, keypoints and score")
         if r["image_id"] not in out:
             continue
+        matched += 1
         kps = np.asarray(r["keypoints"], dtype=np.float64) if isinstance(r["keypoints"], list) else None
         if kps is None or kps.shape != (3 * num_joints,) or not np.isfinite(kps).all():
             raise DataError(f"{where} (image id {r['image_id']}): keypoints must be {3 * num_joints} finite numbers "
@@ -82,6 +84,10 @@ def read_pseudo_labels(path: str | Path, image_ids: Iterable[Any], num_joints: i
         out[r["image_id"]].append({"image_id": r["image_id"], "category_id": None, "iscrowd": 0,
                                    "num_keypoints": int(keep.sum()), "keypoints": ann.reshape(-1).tolist(),
                                    "score": float(r["score"])})
+    if results and out and not matched:  # e.g. results on other images, or ids from another naming rule
+        raise DataError(f"data.pseudo_labels: {path}: none of its {len(results)} results is for one of the "
+                        f"{len(out)} unlabelled images (result ids such as {results[0].get('image_id')!r}, image ids "
+                        f"such as {next(iter(out))!r}); predict on the unlabelled images' folder")
     return out
 
 
