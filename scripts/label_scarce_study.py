@@ -30,6 +30,12 @@ scored with official decoding and flip test on the base config's val split and o
 
     python scripts/label_scarce_study.py --base runs/demo/step_s/config.json --root runs/label_scarce \\
         --fraction 0.25 --seeds 0 1 2 --heldout runs/heldout_seed7 [--arms ...] [--jobs 2] [--table-only]
+
+With `--unlabelled-split SPLIT` (`data.unlabelled_split`: images without annotations under the base config's data
+root, docs/unlabelled.md) the mixed arm takes its extra images from that split as well (at `--fraction 1`: from it
+alone, the setting of COCO train2017 + unlabeled2017); the arms are then `gt_labelled`, `kd_labelled`,
+`gt_labelled_2x` and `gt_pseudo_mixed`. The pseudo-labels' AP is printed where
+`<root>/annotations/person_keypoints_<SPLIT>.json` holds the split's real annotations.
 """
 from __future__ import annotations
 
@@ -83,6 +89,11 @@ ARMS: dict[str, tuple[str, list[str], bool]] = {
 }
 
 
+# the arms that can take their extra images from an unlabelled split (the mixed arm's epoch is over the labelled
+# images, so its steps do not depend on the split's size; a teacher-heatmap arm would need a store holding the split)
+SPLIT_ARMS = ("gt_labelled", "kd_labelled", "gt_labelled_2x", "gt_pseudo_mixed")
+
+
 def read_base(path: Path) -> dict[str, Any]:
     import yaml
 
@@ -125,28 +136,56 @@ def arm_epochs(cfg: dict[str, Any], fraction: float, uses_all: bool, scale: int 
     return steps // per_epoch, steps
 
 
+def predict_teacher(cfg: dict[str, Any], folder: Path, out: Path) -> None:
+    """The teacher's people on every image of `folder` (`distill predict`, the base config's input size), once."""
+    if out.exists():
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t = cfg["teacher"]
+    subprocess.run([sys.executable, "-m", "distill.cli", "predict", "--model", f"teacher:{t['name']}:{t['weights']}",
+                    "--input", str(folder), "--out", str(out), "--input-size", str(cfg["data"]["input_size"]),
+                    "--no-progress"], cwd=REPO, check=True)
+
+
 def pseudo_labels(args: argparse.Namespace, cfg: dict[str, Any]) -> tuple[Path, float]:
-    """The teacher's predictions on the training images (made once) and the person-score threshold."""
-    out = args.root / "teacher_train_results.json"
+    """The teacher's predictions on the unlabelled images (made once) and the person-score threshold."""
+    from distill.data.unlabelled import find_image_info, read_image_info
+
     root, split = Path(cfg["data"]["root"]), cfg["data"].get("train_split", "train2017")
-    if not out.exists():
-        args.root.mkdir(parents=True, exist_ok=True)
-        t = cfg["teacher"]
-        subprocess.run([sys.executable, "-m", "distill.cli", "predict", "--model",
-                        f"teacher:{t['name']}:{t['weights']}", "--input", str(root / split), "--out", str(out),
-                        "--input-size", str(cfg["data"]["input_size"]), "--no-progress"], cwd=REPO, check=True)
     ann_file, ann, with_people = train_annotations(cfg)
     labelled = set(choose_labelled(with_people, args.fraction, args.label_seed))
     people = [a for a in ann["annotations"] if a["image_id"] in labelled and a.get("num_keypoints", 0) > 0]
     target = len(people) / len(labelled)
-    unlabelled = set(with_people) - labelled
-    scores = sorted((r["score"] for r in json.loads(out.read_text()) if r["image_id"] in unlabelled), reverse=True)
+    hidden = set(with_people) - labelled
+    results: list[dict[str, Any]] = []
+    out = args.root / "teacher_train_results.json"
+    if hidden:
+        predict_teacher(cfg, root / split, out)
+        results += json.loads(out.read_text())
+    extra: list[Any] = []
+    split_name = getattr(args, "unlabelled_split", "")
+    if split_name:
+        extra = [im["id"] for im in read_image_info(find_image_info(root, split_name))]
+        split_out = args.root / f"teacher_{split_name}_results.json"
+        predict_teacher(cfg, root / split_name, split_out)
+        results += json.loads(split_out.read_text())
+        if hidden:  # one file for the run: the hidden training images' people and the split's
+            out = args.root / f"teacher_train_{split_name}_results.json"
+            out.write_text(json.dumps(results))
+        else:
+            out = split_out
+    unlabelled = hidden | set(extra)
+    scores = sorted((r["score"] for r in results if r["image_id"] in unlabelled), reverse=True)
     keep = min(len(scores), round(target * len(unlabelled)))
     min_score = scores[keep - 1] if keep else 0.0
     print(f"pseudo-labels: {target:.2f} annotated people per labelled image -> the teacher's top {keep} people on "
           f"{len(unlabelled)} unlabelled images, person score >= {min_score:.4f}", flush=True)
-    print_pseudo_label_quality(ann_file, out, sorted(unlabelled),
-                               float(min_score))
+    if hidden:
+        print_pseudo_label_quality(ann_file, out, sorted(hidden), float(min_score))
+    split_ann = root / "annotations" / f"person_keypoints_{split_name}.json"
+    if extra and split_ann.is_file():
+        print(f"the split {split_name}'s real annotations ({split_ann}):", flush=True)
+        print_pseudo_label_quality(split_ann, out, sorted(extra, key=str), float(min_score))
     return out, float(min_score)
 
 
@@ -175,6 +214,8 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, cfg: dict[str, Any]) 
             f"data.label_fraction={args.fraction}", f"data.label_seed={args.label_seed}",
             *(o.format(pseudo=args.pseudo[0] if args.pseudo else "", min_score=args.pseudo[1] if args.pseudo else 0,
                        batch=cfg["optim"]["batch_size"], batch2=2 * cfg["optim"]["batch_size"]) for o in overrides)]
+    if getattr(args, "unlabelled_split", "") and arm.endswith("_mixed"):
+        sets.append(f"data.unlabelled_split={args.unlabelled_split}")
     cmd = [sys.executable, "-m", "distill.cli", "train", str(args.base)] + sum((["--set", s] for s in sets), [])
     t0 = time.perf_counter()
     print(f"[{out.name}] {epochs} epochs = {steps} steps", flush=True)
@@ -212,7 +253,9 @@ def _ci(xs: list[float]) -> str:
 def table(args: argparse.Namespace, cfg: dict[str, Any]) -> str:
     n = train_images(cfg)
     k = labelled_count(n, args.fraction)
+    split = getattr(args, "unlabelled_split", "")
     lines = [f"Label fraction {args.fraction:g}: {k} of {n} training images labelled (label seed {args.label_seed}); "
+             + (f"unlabelled split {split} for the mixed arms; " if split else "") +
              f"val = {cfg['data']['root']} val split, held out = {args.heldout}; official decoding, flip test.", "",
              "| arm | seeds | val AP per seed | val mean ± std | held-out AP per seed | held-out mean ± std |",
              "|---|---|---|---:|---|---:|"]
@@ -254,9 +297,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arms", nargs="+", default=["gt_labelled", "gt_teacher", "kd_teacher"], choices=list(ARMS))
     ap.add_argument("--heldout", type=Path, required=True, help="a COCO-format split nobody tuned on (val2017)")
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side (each 1 torch thread as in the base)")
+    ap.add_argument("--unlabelled-split", default="", metavar="SPLIT",
+                    help="images without annotations under the base config's data root (docs/unlabelled.md): the "
+                         "mixed arm's extra images come from it too")
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args(argv)
-    if not 0 < args.fraction < 1:
+    if args.unlabelled_split:
+        if not 0 < args.fraction <= 1:
+            ap.error("--fraction must be in (0, 1]")
+        wrong = [arm for arm in args.arms if arm not in SPLIT_ARMS]
+        if wrong:
+            ap.error(f"with --unlabelled-split the arms are {', '.join(SPLIT_ARMS)}; not {', '.join(wrong)}")
+    elif not 0 < args.fraction < 1:
         ap.error("--fraction must be in (0, 1)")
     cfg = read_base(args.base)
     if not args.table_only:
@@ -270,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(args, cfg)
     print(text)
     args.root.mkdir(parents=True, exist_ok=True)
-    (args.root / f"table_f{args.fraction:g}.md").write_text(text + "\n")
+    name = f"table_f{args.fraction:g}" + (f"_{args.unlabelled_split}" if args.unlabelled_split else "")
+    (args.root / f"{name}.md").write_text(text + "\n")
     return 0
 
 

@@ -329,3 +329,32 @@ def test_the_study_table_pairs_each_arm_with_its_controls_by_seed(tmp_path: Path
     assert f"- {mixed} − GT only, labelled images, held out: +0.200 / +0.180 = +0.190 ± 0.014" in text
     assert f"- {mixed} − {study.ARMS['gt_labelled_2x'][0]}, val: +0.150 / +0.150 = +0.150 ± 0.000" in text
     assert text.count(" − ") == 6  # 2x vs labelled (2 splits), mixed vs labelled and vs 2x (4)
+
+
+def test_the_study_takes_the_mixed_arms_extra_images_from_an_unlabelled_split(
+        tmp_path: Path, make_synthetic_dataset) -> None:
+    import argparse
+    import shutil
+
+    from distill.data.unlabelled import write_image_info
+    from tests.script_module import load_script
+
+    study = load_script("label_scarce_study")
+    data = make_synthetic_dataset(seed=5, num_train=8, num_val=1, image_size=64)
+    other = make_synthetic_dataset(seed=6, num_train=1, num_val=3, image_size=64)
+    shutil.copytree(other / "val2017", data / "extra2017")
+    write_image_info(data / "extra2017", data / "annotations" / "image_info_extra2017.json", show_progress=False)
+    cfg = {"data": {"root": str(data), "input_size": 64}, "optim": {"batch_size": 2, "epochs": 5},
+           "teacher": {"name": TEACHER, "weights": "t.pt"}}
+    # at fraction 1 every training image is labelled: the unlabelled images are the split's alone
+    (tmp_path / "teacher_extra2017_results.json").write_text(json.dumps(
+        [_result(i, s + 1e-3 * k, []) for k, i in enumerate((1000001, 1000002, 1000003)) for s in (0.9, 0.6, 0.3, 0.1)]))
+    args = argparse.Namespace(root=tmp_path, fraction=1.0, label_seed=0, unlabelled_split="extra2017")
+    path, min_score = study.pseudo_labels(args, cfg)
+    ann = json.loads((data / "annotations" / "person_keypoints_train2017.json").read_text())
+    per_image = sum(1 for a in ann["annotations"] if a["num_keypoints"] > 0) / 8
+    assert path == tmp_path / "teacher_extra2017_results.json"
+    assert sum(1 for r in json.loads(path.read_text()) if r["score"] >= min_score) == min(12, round(per_image * 3))
+    with pytest.raises(SystemExit):
+        study.main(["--base", "x.yaml", "--heldout", str(tmp_path), "--unlabelled-split", "extra2017",
+                    "--fraction", "1", "--arms", "gt_teacher"])
