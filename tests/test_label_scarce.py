@@ -108,10 +108,11 @@ def test_unlabelled_images_need_a_teacher_and_a_well_formed_flag() -> None:
 
 
 # ------------------------------------------------------------------------------------------ config + trainer
-def _config(tmp_path: Path, data: Path, teacher_path: Path) -> Path:
+def _config(tmp_path: Path, data: Path, teacher_path: Path, **data_keys) -> Path:
+    """A tiny distillation run config (online random teacher, step_s at input 64) with `data_keys` added."""
     cfg = {"model": {"kind": "student", "name": "step_s", "init": "kaiming"},
            "teacher": {"name": TEACHER, "weights": str(teacher_path), "mode": "online"},
-           "data": {"root": str(data), "input_size": 64, "workers": 0},
+           "data": {"root": str(data), "input_size": 64, "workers": 0, **data_keys},
            "loss": {"alpha": 0.5, "kd_type": "softmax", "kd_temperature": 0.1, "push_factor": 1e-2,
                     "pull_factor": 1e-2},
            "optim": {"epochs": 1, "batch_size": 2},

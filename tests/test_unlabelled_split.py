@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from distill.config import ConfigError, load_config
 from distill.data.coco import CocoKeypointDataset
 from distill.data.unlabelled import find_image_info, make_image_info, read_image_info, write_image_info
 from distill.errors import DataError
 from tests.test_inherit import TEACHER, _random_teacher
-from tests.test_label_scarce import _result
+from tests.test_label_scarce import _config, _result
 from tests.test_losses import J
 
 SHARED_COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
@@ -115,19 +114,6 @@ def test_the_dataset_holds_the_split_after_its_own_images_unlabelled_for_good(da
 
 
 # ------------------------------------------------------------------------------------------ config + trainer
-def _config(tmp_path: Path, data: Path, teacher_path: Path, **data_keys) -> Path:
-    cfg = {"model": {"kind": "student", "name": "step_s", "init": "kaiming"},
-           "teacher": {"name": TEACHER, "weights": str(teacher_path), "mode": "online"},
-           "data": {"root": str(data), "input_size": 64, "workers": 0, **data_keys},
-           "loss": {"alpha": 0.5, "kd_type": "softmax", "kd_temperature": 0.1, "push_factor": 1e-2,
-                    "pull_factor": 1e-2},
-           "optim": {"epochs": 1, "batch_size": 2},
-           "train": {"out": str(tmp_path / "run"), "eval_every": 0, "tensorboard": False, "threads": 1}}
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     path = _config(tmp_path, tmp_path, tmp_path / "t.pt")
     with pytest.raises(ConfigError, match="data.unlabelled = 'drop': must be 'teacher' or 'pseudo' with "
