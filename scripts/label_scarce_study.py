@@ -19,6 +19,8 @@ Arms (each one change against `gt_labelled`):
                    `gt_labelled` run's batch of labelled images plus as many unlabelled ones
                    (`data.unlabelled_per_batch`): the same steps and the same ground truth per step, twice the
                    images per step (the usual protocol of semi-supervised training);
+- `kd_pseudo_mixed`: as `gt_pseudo_mixed`, with the base config's heatmap KD (alpha, kd_until) on every image of
+                   each step: pseudo-labels and the teacher's maps together;
 - `gt_labelled_2x`, `gt_all_2x`: the controls of the mixed arms: ground truth only at twice the batch (the same
                    images per step as a mixed arm), on the labelled images / on every image;
 - `gt_all`:        for scale, ground truth on every image (what full labels would give).
@@ -80,6 +82,11 @@ ARMS: dict[str, tuple[str, list[str], bool]] = {
     "gt_pseudo_mixed": ("GT batch + as many pseudo-labelled images per step",
                         NO_TEACHER + ["data.unlabelled=pseudo", "data.pseudo_labels={pseudo}",
                                       "data.pseudo_min_score={min_score}", "data.unlabelled_per_batch={batch}"], False),
+    # one change against `gt_pseudo_mixed`: the base config's heatmap KD (its alpha, kd_until) on every image of the
+    # step as well, the pseudo-labelled ones included (needs a teacher store holding them)
+    "kd_pseudo_mixed": ("KD mix (the base recipe) on a labelled batch + as many pseudo-labelled images per step",
+                        ["data.unlabelled=pseudo", "data.pseudo_labels={pseudo}", "data.pseudo_min_score={min_score}",
+                         "data.unlabelled_per_batch={batch}"], False),
     # controls for the mixed arms, which see twice the images per step: ground truth at twice the batch
     "gt_labelled_2x": ("GT only, labelled images, batch x2 (the mixed arms' images per step)",
                        NO_TEACHER + ["data.unlabelled=drop", "optim.batch_size={batch2}"], False),
@@ -274,7 +281,8 @@ def table(args: argparse.Namespace, cfg: dict[str, Any]) -> str:
                          f"{' / '.join(f'{got[s][1]:.3f}' for s in seeds)} | {_mean_std([got[s][1] for s in seeds])} |")
     for arm, got in scores.items():
         # every arm against GT only on the labelled images; the mixed arms also against their batch-x2 control
-        controls = ["gt_labelled"] + (["gt_labelled_2x"] if arm.endswith("_mixed") else [])
+        controls = (["gt_labelled"] + (["gt_labelled_2x"] if arm.endswith("_mixed") else [])
+                    + (["gt_pseudo_mixed"] if arm == "kd_pseudo_mixed" else []))
         for control in controls:
             base = scores.get(control, {})
             seeds = sorted(set(got) & set(base))

@@ -314,7 +314,8 @@ def test_the_study_table_pairs_each_arm_with_its_controls_by_seed(tmp_path: Path
     study = load_script("label_scarce_study")
     data = make_synthetic_dataset(seed=5, num_train=8, num_val=1, image_size=64)
     cfg = {"data": {"root": str(data), "input_size": 64}, "optim": {"batch_size": 2, "epochs": 5}}
-    aps = {"gt_labelled": (0.20, 0.30), "gt_labelled_2x": (0.25, 0.35), "gt_pseudo_mixed": (0.40, 0.50)}
+    aps = {"gt_labelled": (0.20, 0.30), "gt_labelled_2x": (0.25, 0.35), "gt_pseudo_mixed": (0.40, 0.50),
+           "kd_pseudo_mixed": (0.43, 0.49)}
     for arm, (v, h) in aps.items():
         for seed in (0, 1):
             run = tmp_path / f"{arm}_seed{seed}"
@@ -329,7 +330,10 @@ def test_the_study_table_pairs_each_arm_with_its_controls_by_seed(tmp_path: Path
     mixed = study.ARMS["gt_pseudo_mixed"][0]
     assert f"- {mixed} − GT only, labelled images, held out: +0.200 / +0.180 = +0.190 ± 0.014" in text
     assert f"- {mixed} − {study.ARMS['gt_labelled_2x'][0]}, val: +0.150 / +0.150 = +0.150 ± 0.000" in text
-    assert text.count(" − ") == 6  # 2x vs labelled (2 splits), mixed vs labelled and vs 2x (4)
+    kd = study.ARMS["kd_pseudo_mixed"][0]  # KD on top of pseudo-labels: also against the pseudo-labelled arm
+    assert f"- {kd} − {mixed}, held out: -0.010 / -0.010 = -0.010 ± 0.000" in text
+    # 2x vs labelled (2 splits); mixed vs labelled and vs 2x (4); KD mixed vs labelled, 2x and pseudo mixed (6)
+    assert text.count(" − ") == 12
 
 
 def test_the_study_takes_the_mixed_arms_extra_images_from_an_unlabelled_split(
