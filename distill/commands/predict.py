@@ -16,7 +16,8 @@ from distill.errors import DataError, ensure_writable_dir, ensure_writable_file
 from distill.keypoints import KeypointSpec
 from distill.models import contract_of, load_model, parse_model_spec
 from distill.predict import Predictor
-from distill.predict_files import predict_images
+from distill.predict_files import ResultsJournal, predict_images
+from distill.teacher_cache.identity import sha256_file
 from distill.visualize import list_images, spec_from_annotations
 
 
@@ -55,9 +56,19 @@ def run(args: argparse.Namespace) -> int:
                         "pass --keypoints with the dataset's annotation file")
     predictor = Predictor(model, kp, input_size=args.input_size, flip=True, device=args.device,
                           **decode_mode(args.decode))
-    results, failed = predict_images(predictor, images, args.batch_size, args.overlays, kp, args.score_thr,
-                                     spec.name, show_progress=not args.no_progress and sys.stderr.isatty())
-    write_json_atomic(args.out, results)
+    # Kept beside --out until the results are written: an interrupted run resumes from it (same command).
+    journal = ResultsJournal(args.out.with_name(args.out.name + ".partial.jsonl"), {
+        "model": str(spec), "weights_sha256": sha256_file(spec.weights), "input_size": args.input_size,
+        "decode": args.decode, "flip": True, "keypoints": kp.num_joints})
+    try:
+        results, failed = predict_images(predictor, images, args.batch_size, args.overlays, kp, args.score_thr,
+                                         spec.name, show_progress=not args.no_progress and sys.stderr.isatty(),
+                                         journal=journal)
+        write_json_atomic(args.out, results)
+    except BaseException:
+        journal.close()
+        raise
+    journal.close(remove=True)
     people = len(results)
     print(f"{len(images) - len(failed)} image(s) -> {args.out} ({people} people)"
           + (f", overlays in {args.overlays}" if args.overlays else ""))
