@@ -353,6 +353,17 @@ def cases() -> list[Case]:
         C("data", "oracle on an empty split", lambda ws: ["oracle", "--data", str(ws.edit_json(
             "orc", lambda d: d.update(images=[], annotations=[]), split="val2017")), "--input-size", INPUT],
           "nothing to score"),
+        # --- unlabelled splits and pseudo-labels (docs/unlabelled.md) -------------------------------------
+        C("unlabelled", "split without an image list", lambda ws: _unlabelled_train(ws, "nolist", None, []),
+          "distill image-info --images"),
+        C("unlabelled", "image list with width 0", lambda ws: _unlabelled_train(
+            ws, "w0", lambda d: d["images"][0].update(width=0), []), "'width' must be a positive integer, got 0"),
+        C("unlabelled", "pseudo-labels for other images", lambda ws: _unlabelled_train(
+            ws, "pids", lambda d: None, [{"image_id": 1, "keypoints": [1.0, 1.0, 0.9] * 17, "score": 0.9}]),
+          "none of its 1 results is for one of the 2 unlabelled images"),
+        C("unlabelled", "image-info over a broken image", lambda ws: _image_info_broken(ws), "could not be decoded"),
+        C("unlabelled", "predict journal of another model", lambda ws: _other_journal(ws, m(ws)),
+          "an unfinished run with other settings"),
         # --- teacher stores ---------------------------------------------------------------------------
         C("store", "store of another dataset with the same ids",
           lambda ws: _cached_train(ws, "otherds", ws.store, _other_dataset_same_ids(ws, "otherds")), "dataset"),
@@ -418,6 +429,40 @@ def cases() -> list[Case]:
           "a_file"),
     ]
     return out
+
+
+def _unlabelled_train(ws: Workspace, tag: str, edit_list: Callable[[dict[str, Any]], None] | None,
+                      pseudo: list[dict[str, Any]]) -> list[str]:
+    """A copy of the data with split `extra2017` (the val images under other ids), its image list edited by
+    `edit_list` (None: no list at all), and a pseudo-label run config on it."""
+    from distill.data.unlabelled import make_image_info
+
+    root = ws.data_copy(tag)
+    shutil.copytree(root / "val2017", root / "extra2017")
+    for k, path in enumerate(sorted((root / "extra2017").iterdir())):
+        path.rename(path.with_name(f"{5000 + k}.jpg"))
+    if edit_list is not None:
+        doc = make_image_info(root / "extra2017", show_progress=False)
+        edit_list(doc)
+        (root / "annotations" / "image_info_extra2017.json").write_text(json.dumps(doc))
+    results = root.parent / "pseudo.json"
+    results.write_text(json.dumps(pseudo))
+    cfg = ws.train_config(tag + "_cfg", root=root, data={"unlabelled_split": "extra2017", "unlabelled": "pseudo",
+                                                         "pseudo_labels": str(results)})
+    return ["train", str(cfg)]
+
+
+def _image_info_broken(ws: Workspace) -> list[str]:
+    folder = ws.fresh("iib") / "images"
+    shutil.copytree(ws.data / "val2017", folder)
+    (folder / "9.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return ["image-info", "--images", str(folder), "--out", str(folder.parent / "image_info.json")]
+
+
+def _other_journal(ws: Workspace, model: str) -> list[str]:
+    out = ws.fresh("jr") / "res.json"
+    (out.parent / "res.json.partial.jsonl").write_text(json.dumps({"settings": {"model": "student:step_s:x.pt"}}) + "\n")
+    return ["predict", "--model", model, "--input", str(ws.data / "val2017"), "--out", str(out), "--input-size", INPUT]
 
 
 def _write(ws: Workspace, name: str, text: str) -> Path:
