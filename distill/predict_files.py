@@ -64,8 +64,11 @@ class ResultsJournal:
                     got = record.get("settings") if isinstance(record, dict) else record
                     raise DataError(f"{self.path}: an unfinished run with other settings ({got}; now {self.settings}); "
                                     "rerun with those, or delete the file to start again")
+            elif isinstance(record, dict) and isinstance(record.get("results"), list) and "image" in record:
+                self.done[str(record["image"])] = record["results"]
             else:
-                self.done[str(record["image"])] = list(record["results"])
+                raise DataError(f"{self.path}: line {k + 1} is not an image's results; delete the file to start the "
+                                "run again")
             good += len(line) + 1
         if good == 0:
             raise DataError(f"{self.path}: no settings line; delete the file to start the run again")
