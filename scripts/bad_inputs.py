@@ -262,7 +262,7 @@ def cases() -> list[Case]:
         C("config", "unknown kd_type", lambda ws: _train_set(ws, "kd", "loss.kd_type=kl"), "loss.kd_type"),
         C("config", "negative seed", lambda ws: _train_set(ws, "seed", "train.seed=-3"), "train.seed"),
         C("config", "epochs -1", lambda ws: _train_set(ws, "ep", "optim.epochs=-1"), "optim.epochs = -1"),
-        C("config", "unknown key", lambda ws: _train_set(ws, "key", "optim.lrr=1"), "unknown key(s) ['lrr']"),
+        C("config", "unknown key", lambda ws: _train_set(ws, "key", "optim.lrr=1"), "unknown field(s) 'optim.lrr'"),
         C("config", "number expected", lambda ws: _train_set(ws, "num", "optim.lr=abc"), "optim.lr"),
         C("config", "unknown model name", lambda ws: _train_set(ws, "name", "model.name=nope"), "nope"),
         C("config", "model.weights missing", lambda ws: _train_set(ws, "mw", "model.weights=/nonexistent/w.pt"),
