@@ -108,6 +108,29 @@ def select_keypoint_category(
     return with_kp[0]
 
 
+def check_image_records(images: list[Any], source: str) -> set[Any]:
+    """The checks every `images` record gets (annotation files and image lists alike): an integer or string id seen
+    once, a file name, positive integer width and height. Returns the ids."""
+    seen: set[Any] = set()
+    for k, im in enumerate(images):
+        where = f"{source}: images[{k}]"
+        if not isinstance(im, dict):
+            raise DataError(f"{where}: expected an object with id, file_name, width and height")
+        image_id = im.get("id")
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+            raise DataError(f"{where}: 'id' must be an integer or a string, got {image_id!r}")
+        if image_id in seen:
+            raise DataError(f"{where}: image id {image_id!r} appears twice")
+        seen.add(image_id)
+        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            raise DataError(f"{where} (image id {image_id!r}): 'file_name' must be a non-empty string")
+        for key in ("width", "height"):
+            if not _is_int(im.get(key)) or im[key] <= 0:
+                raise DataError(f"{where} (image id {image_id!r}): '{key}' must be a positive integer, "
+                                f"got {im.get(key)!r}")
+    return seen
+
+
 def validate_coco_keypoints(data: Any, source: str, category: int | str | None = None) -> dict[str, Any]:
     """Cheap checks on every record of a COCO keypoint file. Returns the keypoint category.
 
@@ -140,20 +163,7 @@ def validate_coco_keypoints(data: Any, source: str, category: int | str | None =
     spec = KeypointSpec.from_category(cat, source)
     num_values = 3 * spec.num_joints
 
-    image_ids: set[Any] = set()
-    for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or "id" not in img:
-            raise DataError(f"{source}: images[{i}] has no 'id'")
-        iid = img["id"]
-        if iid in image_ids:
-            raise DataError(f"{source}: image id {iid} appears more than once in 'images'")
-        image_ids.add(iid)
-        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
-            raise DataError(f"{source}: image id {iid} has no 'file_name' string")
-        for k in ("width", "height"):
-            if not _is_int(img.get(k)) or img[k] <= 0:
-                raise DataError(f"{source}: image id {iid} ({img['file_name']}): '{k}' must be a positive integer, "
-                                f"got {img.get(k)!r}")
+    image_ids = check_image_records(data["images"], source)
 
     ann_ids: set[Any] = set()
     kp_rows: list[list[Any]] = []

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.atomic import write_json_atomic
+from distill.data.coco import check_image_records
 from distill.data.images import ImageReadError, image_id_of, list_images, read_image_file
 from distill.errors import DataError
 from distill.progress import progress
@@ -52,25 +53,9 @@ def read_image_info(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list) or not images:
         raise DataError(f"{path}: expected an object with a non-empty 'images' list (COCO image info)")
-    seen: set[Any] = set()
-    out = []
-    for k, im in enumerate(images):
-        where = f"{path}: images[{k}]"
-        if not isinstance(im, dict):
-            raise DataError(f"{where}: expected an object with id, file_name, width and height")
-        image_id = im.get("id")
-        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
-            raise DataError(f"{where}: 'id' must be an integer or a string, got {image_id!r}")
-        if image_id in seen:
-            raise DataError(f"{where}: image id {image_id!r} appears twice")
-        seen.add(image_id)
-        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
-            raise DataError(f"{where} (image id {image_id!r}): 'file_name' must be a non-empty string")
-        for key in ("width", "height"):
-            v = im.get(key)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise DataError(f"{where} (image id {image_id!r}): '{key}' must be a positive integer, got {v!r}")
-        out.append({"id": image_id, "file_name": im["file_name"], "width": im["width"], "height": im["height"]})
+    check_image_records(images, str(path))
+    out = [{"id": im["id"], "file_name": im["file_name"], "width": im["width"], "height": im["height"]}
+           for im in images]
     return out
 
 
