@@ -395,7 +395,8 @@ class Trainer:
                 raise ConfigError("teacher.mode is 'cached' but teacher.store is empty")
             cached = CachedTeacher(t.store, expect_teacher=trained_teacher_config(t.name, t.weights or None),
                                    expect_weights=t.weights or None,
-                                   expect_input_size=self.cfg.data.input_size, expect_dataset=self.dataset)
+                                   expect_input_size=self.cfg.data.input_size, expect_dataset=self.dataset,
+                                   num_outputs=len(self.output_sizes))
             return cached, cached
         if t.mode != "online":
             raise ConfigError(f"teacher.mode must be 'online' or 'cached', got {t.mode!r}")

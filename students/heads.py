@@ -8,6 +8,8 @@
                       x       = cat(F, out_1/4) -> ConvTranspose2d(k4, s2, p1, no bias) + BN + ReLU
                                 -> `num_basic_blocks` BasicBlocks
                       out_1/2 = conv1x1(x) -> J heatmaps
+                    With `num_deconvs` 0 only out_1/4 exists (the HRNet AE baseline of the HigherHRNet paper,
+                    the official NUM_DECONVS 0): no 1/2 maps to compute, supervise or load.
                     Module names (final_layers.0/1, deconv_layers.0.0/.1...) follow the teacher's.
 
 Upsampling is nearest-neighbour to the lateral's exact size, so any input that the backbone accepts
@@ -30,11 +32,13 @@ __all__ = ["AEHead", "AEHeadFields", "AEHeadNet", "ConvBNReLU", "TopDownFusion",
 
 class AEHeadFields:
     """The head fields every fused student config has (`neck_channels`, `deconv_channels`, `deconv_blocks`,
-    `num_joints`, `tag_per_joint`, `tag_dim`): one range check and one T for the step and timm families."""
+    `num_deconvs`, `num_joints`, `tag_per_joint`, `tag_dim`): one range check and one T for the step and timm
+    families."""
 
     neck_channels: int
     deconv_channels: int
     deconv_blocks: int
+    num_deconvs: int
     num_joints: int
     tag_per_joint: bool
     tag_dim: int
@@ -48,6 +52,9 @@ class AEHeadFields:
                 raise StudentConfigError(f"field '{key}' must be >= 1, got {value}")
         if self.deconv_blocks < 0:
             raise StudentConfigError(f"field 'deconv_blocks' must be >= 0, got {self.deconv_blocks}")
+        if self.num_deconvs not in (0, 1):
+            raise StudentConfigError(f"field 'num_deconvs' must be 1 (1/4 and 1/2 outputs, as HigherHRNet) or 0 "
+                                     f"(1/4 only), got {self.num_deconvs}")
         if self.tag_dim < 1:
             raise StudentConfigError(f"field 'tag_dim' (channels per tag map) must be >= 1, got {self.tag_dim}")
 
@@ -104,20 +111,23 @@ class TopDownFusion(nn.Module):
 
 
 class AEHead(nn.Module):
-    """1/4 output (J + T*D channels: T tag maps of D channels each, map-major) and the deconv 1/2 output
-    (J channels) from 1/4 features."""
+    """1/4 output (J + T*D channels: T tag maps of D channels each, map-major) and, unless `num_deconvs` is 0,
+    the deconv 1/2 output (J channels) from 1/4 features."""
 
     def __init__(self, in_channels: int, num_joints: int, tag_per_joint: bool, deconv_channels: int,
-                 num_basic_blocks: int, tag_dim: int = 1) -> None:
+                 num_basic_blocks: int, tag_dim: int = 1, num_deconvs: int = 1) -> None:
         super().__init__()
+        if num_deconvs not in (0, 1):
+            raise ValueError(f"num_deconvs must be 0 or 1, got {num_deconvs}")
         self.num_joints = num_joints
         self.tag_maps = num_joints if tag_per_joint else 1
         self.tag_dim = int(tag_dim)
+        self.num_deconvs = int(num_deconvs)
         out0 = num_joints + self.tag_maps * self.tag_dim
-        self.final_layers = nn.ModuleList([
-            nn.Conv2d(in_channels, out0, kernel_size=1),
-            nn.Conv2d(deconv_channels, num_joints, kernel_size=1),
-        ])
+        self.final_layers = nn.ModuleList([nn.Conv2d(in_channels, out0, kernel_size=1)])
+        if not self.num_deconvs:
+            return
+        self.final_layers.append(nn.Conv2d(deconv_channels, num_joints, kernel_size=1))
         parts: list[nn.Module] = [nn.Sequential(
             nn.ConvTranspose2d(in_channels + out0, deconv_channels, kernel_size=4, stride=2, padding=1,
                                output_padding=0, bias=False),
@@ -129,8 +139,9 @@ class AEHead(nn.Module):
 
     @property
     def output_layout(self) -> OutputLayout:
-        return OutputLayout(self.num_joints, (True, True), (True, False), self.tag_maps == self.num_joints,
-                            strides=(4, 2), tag_dim=self.tag_dim)
+        n = 1 + self.num_deconvs
+        return OutputLayout(self.num_joints, (True,) * n, (True,) + (False,) * (n - 1),
+                            self.tag_maps == self.num_joints, strides=(4, 2)[:n], tag_dim=self.tag_dim)
 
     def forward(self, x: torch.Tensor, tag_offset: torch.Tensor | None = None) -> list[torch.Tensor]:
         """`tag_offset` (B, T*D, H/4, W/4), optional: added to the 1/4 tag channels (e.g. tags from coarse
@@ -139,6 +150,8 @@ class AEHead(nn.Module):
         if tag_offset is not None:
             j = self.num_joints
             y = torch.cat((y[:, :j], y[:, j:] + tag_offset), dim=1)
+        if not self.num_deconvs:
+            return [y]
         z = self.deconv_layers[0](torch.cat((x, y), dim=1))
         return [y, self.final_layers[1](z)]
 

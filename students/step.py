@@ -108,6 +108,7 @@ class StepStudentConfig(AEHeadFields):
     neck_channels: int                # width of the top-down path and of the 1/4 features
     deconv_channels: int              # width of the 1/2 branch
     deconv_blocks: int = 1            # BasicBlocks after the deconv
+    num_deconvs: int = 1              # 1: 1/4 and 1/2 outputs (HigherHRNet); 0: 1/4 only (no 1/2 branch)
     smooth: bool = True               # 3x3 conv-BN-ReLU after the top-down fusion at 1/4
     head_channels: int = 0            # 0: the head reads the neck; >0: a 1x1 conv-BN-ReLU to this width first
     coarse_tags: int = 0              # 0: off; 8/16/32: + tags from that stage's features, upsampled to 1/4
@@ -199,7 +200,7 @@ class StepPoseNet(AEHeadNet):
         self.head_proj = ConvBNReLU(cfg.neck_channels, cfg.head_channels, 1) if cfg.head_channels else None
         head_in = cfg.head_channels or cfg.neck_channels
         self.head = AEHead(head_in, cfg.num_joints, cfg.tag_per_joint, cfg.deconv_channels,
-                           cfg.deconv_blocks, tag_dim=cfg.tag_dim)
+                           cfg.deconv_blocks, tag_dim=cfg.tag_dim, num_deconvs=cfg.num_deconvs)
         self.input_multiple = strides[-1]
         # Tags from a coarse stage: one 1x1 conv, upsampled (bilinear) and added to the 1/4 tags, so a large
         # person's joints can share a tag the 1/4 features alone cannot tell apart (docs/learning.md, session 19).

@@ -36,6 +36,7 @@ class TimmStudentConfig(AEHeadFields):
     neck_channels: int = 64
     deconv_channels: int = 32
     deconv_blocks: int = 1
+    num_deconvs: int = 1              # 1: 1/4 and 1/2 outputs (HigherHRNet); 0: 1/4 only (no 1/2 branch)
     smooth: bool = True
     num_joints: int = 17
     tag_per_joint: bool = True
@@ -94,7 +95,7 @@ class TimmPoseNet(AEHeadNet):
         self.feature_channels = tuple(channels)
         self.neck = TopDownFusion(channels, strides, cfg.neck_channels, smooth=cfg.smooth)
         self.head = AEHead(cfg.neck_channels, cfg.num_joints, cfg.tag_per_joint, cfg.deconv_channels,
-                           cfg.deconv_blocks, tag_dim=cfg.tag_dim)
+                           cfg.deconv_blocks, tag_dim=cfg.tag_dim, num_deconvs=cfg.num_deconvs)
         self.input_multiple = strides[-1]
         # timm initialises the backbone itself; only the new layers get the student init.
         init_student_weights(self.neck)

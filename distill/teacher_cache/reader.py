@@ -165,17 +165,19 @@ class TeacherStore:
             self._arrays[(shard, k)] = arr
         return arr
 
-    def maps(self, image_id: Any, check_finite: bool = False) -> list[np.ndarray]:
+    def maps(self, image_id: Any, check_finite: bool = False, outputs: int | None = None) -> list[np.ndarray]:
         """The teacher outputs of an image at the canonical frame: float16 (C, H, W) read-only views.
 
         `check_finite` (cheap: one pass over the image's maps; training uses it) raises `StoreError` naming the
-        shard file and image when a value is NaN/inf, instead of letting it reach the loss."""
+        shard file and image when a value is NaN/inf, instead of letting it reach the loss. `outputs`: only the
+        first n outputs (a version-2 blob still decodes whole)."""
         e = self.entry(image_id)
         if self.version == 2:
             views = self._decode_blob(image_id, e)
         else:
             views = [self._array(e["shard"], k)[off:off + int(np.prod(shape))].reshape(shape)
                      for k, (off, shape) in enumerate(zip(e["offsets"], e["shapes"]))]
+        views = views[:outputs] if outputs is not None else views
         out = []
         for k, view in enumerate(views):
             if check_finite and not np.isfinite(view).all():

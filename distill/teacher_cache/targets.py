@@ -181,13 +181,19 @@ class CachedTeacher:
     """Teacher maps read from a `TeacherStore` and warped with each sample's augmentation.
 
     `expect_*` check the store's identity on open (see `TeacherStore.check_matches`). `device`: where
-    `targets_for` puts the stacked tensors.
+    `targets_for` puts the stacked tensors. `num_outputs`: warp at most the first n teacher outputs (lowest
+    resolution first); a student with a 1/4-only head reads no 1/2 map, so its loader need not warp one.
     """
 
     def __init__(self, store: TeacherStore | str, device: str | torch.device = "cpu", *, expect_teacher: Any = None,
                  expect_weights: str | None = None, expect_input_size: int | None = None,
-                 expect_dataset: Any = None, flip_index: Sequence[int] | None = None) -> None:
+                 expect_dataset: Any = None, flip_index: Sequence[int] | None = None,
+                 num_outputs: int | None = None) -> None:
         self.store = store if isinstance(store, TeacherStore) else TeacherStore(store)
+        total = len(self.store.outputs)
+        if num_outputs is not None and int(num_outputs) < 1:
+            raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
+        self.num_outputs = total if num_outputs is None else min(int(num_outputs), total)
         if any(x is not None for x in (expect_teacher, expect_weights, expect_input_size, expect_dataset)):
             self.store.check_matches(teacher=expect_teacher, weights_path=expect_weights, input_size=expect_input_size,
                                      dataset=expect_dataset)
@@ -233,9 +239,10 @@ class CachedTeacher:
     def sample_targets(self, image_id: Any, affines: Sequence[np.ndarray], flip: bool, output_sizes: Sequence[int],
                        input_size: int | None = None, with_valid: bool = False) -> Any:
         """Per teacher output k: (C_k, R_k, R_k) float32 maps for one augmented sample (and the valid masks)."""
-        maps = self.store.maps(image_id, check_finite=True)
+        n = self.num_outputs
+        maps = self.store.maps(image_id, check_finite=True, outputs=n)
         frame = self.store.frame(image_id)
-        geo = self.output_geometry(affines, output_sizes, input_size)
+        geo = self.output_geometry(affines, output_sizes, input_size)[:n]
         out = [warp_cached_maps(m, frame, a, r, bool(flip), p) for m, (r, a), p in zip(maps, geo, self.perms)]
         if not with_valid:
             return out
@@ -284,7 +291,7 @@ class CachedTeacher:
         for b in range(len(meta["image_id"])):
             image_id, a, flip, sizes, input_size = self._sample_meta(meta, b)
             frame, shapes = self.store.frame(image_id), self.store.entry(image_id)["shapes"]
-            geo = self.output_geometry(list(a), sizes, input_size)
+            geo = self.output_geometry(list(a), sizes, input_size)[:self.num_outputs]
             masks.append([frame_valid_mask(frame, tuple(s[1:]), ak, r, flip) for s, (r, ak) in zip(shapes, geo)])
         return [torch.from_numpy(np.stack([m[k] for m in masks])).to(self.device) for k in range(len(masks[0]))]
 
