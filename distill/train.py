@@ -315,6 +315,7 @@ class Trainer:
             add_unlabelled_split(self.dataset, cfg.data.root, cfg.data.unlabelled_split)
         self.teacher, cached = self._build_teacher()  # a cached store checks the whole split, before any subset
         self.passes_labelled = self._apply_label_fraction()
+        self.cached_teacher = cached
         self.train_set = AugMetaDataset(self.dataset, cached)
         extra = cfg.data.unlabelled_per_batch
         if extra:  # label-scarce run: each batch = batch_size labelled images + `extra` unlabelled ones
@@ -553,6 +554,13 @@ class Trainer:
               + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()), flush=True)
 
     # ------------------------------------------------------------------------------------ loop
+    def _loader_reads_teacher(self, needed: bool) -> None:
+        """Past `loss.kd_until` no step reads the cached teacher's maps, so the loader stops warping them (the
+        workers are forked per epoch and see the change). Unlabelled images keep them: only the teacher covers
+        those."""
+        if self.cached_teacher is not None:
+            self.train_set.teacher = self.cached_teacher if needed else None
+
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
         images, heatmaps, masks, indices = batch.images, batch.heatmaps, batch.masks, batch.indices
         to = lambda xs: [x.to(self.device, non_blocking=True) for x in xs]  # noqa: E731
@@ -603,6 +611,7 @@ class Trainer:
         while self.epoch < cfg.optim.epochs and self.global_step < max_steps and not out_of_time:
             self.dataset.set_epoch(self.epoch)
             self.sampler.set_epoch(self.epoch, self.step_in_epoch)
+            self._loader_reads_teacher(self.epoch < self.kd_epochs or self.passes_labelled)
             self.net.train()
             bar = progress(self.loader, f"epoch {self.epoch + 1}/{cfg.optim.epochs}", enabled=self.rank == 0,
                            unit="batch")

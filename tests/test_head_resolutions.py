@@ -65,21 +65,33 @@ def test_loss_of_one_output_is_the_quarter_terms_of_two() -> None:
         crit([y], gts, masks, idx, teacher)
 
 
-def test_train_quarter_only_student_with_cached_teacher_and_decode(make_synthetic_dataset, tmp_path: Path) -> None:
+COMMON = ["data.input_size=64", "data.workers=0", "optim.batch_size=2", "optim.epochs=1", "train.max_steps=2",
+          "train.eval_every=0", "train.tensorboard=false", "train.threads=1"]
+
+
+def _tiny_teacher_store(root: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(weights, store): a `tiny` teacher trained 2 steps on `root` and its cached outputs at input 64."""
     from distill.cli import main as cli_main
+    from distill.config import load_config
+    from distill.train import train
+
+    teacher_dir = tmp_path / "teacher"
+    train(load_config(None, ["model.kind=teacher", "model.name=tiny", f"train.out={teacher_dir}",
+                             f"data.root={root}", *COMMON]))
+    weights, store = teacher_dir / "model.pt", tmp_path / "store"
+    assert cli_main(["cache-teacher", "--teacher", "tiny", "--weights", str(weights), "--data", str(root),
+                     "--out", str(store), "--workers", "0", "--no-progress", "--input-size", "64"]) == 0
+    return weights, store
+
+
+def test_train_quarter_only_student_with_cached_teacher_and_decode(make_synthetic_dataset, tmp_path: Path) -> None:
     from distill.config import load_config
     from distill.predict import Predictor
     from distill.train import train
 
     root = make_synthetic_dataset(seed=0, num_train=4, num_val=2, image_size=128)
-    teacher_dir = tmp_path / "teacher"
-    common = [f"data.root={root}", "data.input_size=64", "data.workers=0", "optim.batch_size=2", "optim.epochs=1",
-              "train.max_steps=2", "train.eval_every=0", "train.tensorboard=false", "train.threads=1"]
-    train(load_config(None, ["model.kind=teacher", "model.name=tiny", f"train.out={teacher_dir}", *common]))
-    weights = teacher_dir / "model.pt"
-    store = tmp_path / "store"
-    assert cli_main(["cache-teacher", "--teacher", "tiny", "--weights", str(weights), "--data", str(root),
-                     "--out", str(store), "--workers", "0", "--no-progress", "--input-size", "64"]) == 0
+    common = [f"data.root={root}", *COMMON]
+    weights, store = _tiny_teacher_store(root, tmp_path)
     # The loader warps only the outputs the student has: the 1/4 map, the same as when it warps both.
     from distill.data.coco import CocoKeypointDataset
     from distill.teacher_cache.targets import CachedTeacher
@@ -104,3 +116,31 @@ def test_train_quarter_only_student_with_cached_teacher_and_decode(make_syntheti
     image = (np.random.default_rng(0).uniform(0, 255, (80, 96, 3))).astype(np.uint8)
     pred = Predictor(model, input_size=64).predict(image, return_maps=True)
     assert pred.heatmaps.shape[0] == 17 and pred.tags.shape[-1] == 4  # D = 2 x [original, flipped]
+
+
+def test_loader_stops_warping_the_cached_maps_after_kd_until(make_synthetic_dataset, tmp_path: Path) -> None:
+    """Past `loss.kd_until` no step reads the teacher's maps, so the loader no longer warps them."""
+    from distill.config import load_config
+    from distill.train import Trainer
+
+    root = make_synthetic_dataset(seed=0, num_train=4, num_val=2, image_size=128)
+    weights, store = _tiny_teacher_store(root, tmp_path)
+    cfg = load_config(None, [
+        "model.kind=student", "model.name=step_s", "teacher.name=tiny", f"teacher.weights={weights}",
+        "teacher.mode=cached", f"teacher.store={store}", "loss.alpha=0.5", "loss.kd_until=0.5",
+        f"data.root={root}", f"train.out={tmp_path / 'run'}", *COMMON, "optim.epochs=2", "train.max_steps=0"])
+    trainer = Trainer(cfg)
+    try:
+        warped, read = [], []
+        cached = trainer.cached_teacher
+        original_sample, original_batch = cached.targets_for_sample, cached.targets_for
+        cached.targets_for_sample = lambda sample, *a, **k: warped.append(trainer.epoch) or original_sample(
+            sample, *a, **k)
+        cached.targets_for = lambda batch: read.append(trainer.epoch) or original_batch(batch)
+        assert trainer.steps_per_epoch == 2 and trainer.kd_epochs == 1
+        trainer.fit()
+        assert read == [0, 0]        # the two KD steps of epoch 0
+        assert warped == [0] * 4     # 4 images of epoch 0; none in epoch 1
+        assert trainer.global_step == 4
+    finally:
+        trainer.release()
