@@ -18,7 +18,7 @@ CKPT (optional, everything after the second ':') an official .pth / .pth.tar sta
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ from students import build_student, get_student_config
 from students.heads import init_student_weights
 from teachers import build_teacher, get_teacher_config
 from teachers.checkpoint import load_checkpoint
-from teachers.config import HigherHRNetConfig
+from distill.strict_config import check_unknown_keys, plain
+from teachers.config import HigherHRNetConfig, TeacherConfigError, config_from_dict
 
 __all__ = ["KINDS", "ModelSpec", "ModelSpecError", "RandomWeightsWarning", "build_model", "initialise", "load_model",
            "load_weights", "model_config", "parse_model_spec", "contract_of"]
@@ -110,7 +111,8 @@ def trained_teacher_config(name: Any, weights: str | Path | None) -> HigherHRNet
     """The registered teacher config `name` as `weights` were trained (their recorded overrides applied,
     e.g. `tag_dim`); the registered config itself for official checkpoints or no weights."""
     cfg = model_config("teacher", name)
-    return replace(cfg, **recorded_overrides("teacher", weights, str(name))) if weights else cfg
+    recorded = recorded_overrides("teacher", weights, str(name)) if weights else {}
+    return teacher_config_with(cfg, recorded) if recorded else cfg
 
 
 def load_model(spec: ModelSpec | str, *, warn_random: bool = True) -> nn.Module:
@@ -159,12 +161,21 @@ def model_config(kind: str, name: Any) -> Any:
     raise ConfigError(f"model kind must be one of {list(KINDS)}, got {kind!r}")
 
 
+def teacher_config_with(cfg: HigherHRNetConfig, overrides: dict[str, Any]) -> HigherHRNetConfig:
+    """`cfg` with top-level `overrides`, checked as strictly as a YAML file: unknown keys and wrong types
+    raise `TeacherConfigError` naming the key (a bare `replace` raised a TypeError, or took any value)."""
+    data = plain(cfg)
+    source = f"teacher config {cfg.name!r} (overrides)"
+    check_unknown_keys(overrides, list(data), source, TeacherConfigError, what="override")
+    return config_from_dict({**data, **overrides}, source)
+
+
 def build_model(kind: str, name: Any, overrides: dict[str, Any] | None = None) -> nn.Module:
     """A teacher-family (HigherHRNet) or student model by registry name, config path or config object."""
     if kind == "teacher":
         cfg = model_config(kind, name)
         if overrides:
-            cfg = replace(cfg, **overrides)
+            cfg = teacher_config_with(cfg, overrides)
         return build_teacher(cfg)
     if kind == "student":
         return build_student(name, **(overrides or {}))

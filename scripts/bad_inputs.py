@@ -264,6 +264,13 @@ def cases() -> list[Case]:
         C("config", "epochs -1", lambda ws: _train_set(ws, "ep", "optim.epochs=-1"), "optim.epochs = -1"),
         C("config", "unknown key", lambda ws: _train_set(ws, "key", "optim.lrr=1"), "unknown field(s) 'optim.lrr'"),
         C("config", "number expected", lambda ws: _train_set(ws, "num", "optim.lr=abc"), "optim.lr"),
+        C("config", "student num_deconvs 2", lambda ws: _train_set(
+            ws, "nd", "model.kind=student", "model.name=step_s", "model.overrides={num_deconvs: 2}"),
+          "field 'num_deconvs' must be 1"),
+        C("config", "unknown teacher override", lambda ws: _train_set(ws, "to", "model.overrides={num_deconvs: 0}"),
+          "unknown override(s) 'num_deconvs'"),
+        C("config", "teacher override of the wrong type", lambda ws: _train_set(
+            ws, "tt", "model.overrides={tag_dim: two}"), "tag_dim"),
         C("config", "unknown model name", lambda ws: _train_set(ws, "name", "model.name=nope"), "nope"),
         C("config", "model.weights missing", lambda ws: _train_set(ws, "mw", "model.weights=/nonexistent/w.pt"),
           "/nonexistent/w.pt"),

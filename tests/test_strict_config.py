@@ -61,3 +61,19 @@ def test_every_config_family_words_a_typo_the_same_way(tmp_path) -> None:
     teacher["deconv"]["num_deconv"] = 1
     with pytest.raises(TeacherConfigError, match=r"t.yaml: unknown field\(s\) 'deconv.num_deconv' \(did you mean"):
         config_from_dict(teacher, source="t.yaml")
+
+
+def test_teacher_overrides_are_checked_like_a_yaml_file() -> None:
+    """`model.overrides` of a teacher: unknown keys and wrong types are named errors, not a TypeError or a
+    silently stored bad value."""
+    from distill.models import build_model, teacher_config_with
+    from teachers import get_teacher_config
+    from teachers.config import TeacherConfigError
+
+    cfg = get_teacher_config("tiny")
+    assert teacher_config_with(cfg, {"tag_dim": 2}).tag_dim == 2
+    assert build_model("teacher", "tiny", {"tag_dim": 2}).cfg.tag_dim == 2
+    with pytest.raises(TeacherConfigError, match=r"unknown override\(s\) 'num_deconvs' \(did you mean 'deconv'\?\)"):
+        build_model("teacher", "tiny", {"num_deconvs": 0})
+    with pytest.raises(TeacherConfigError, match="field 'tag_dim' must be an integer, got 'two'"):
+        teacher_config_with(cfg, {"tag_dim": "two"})
