@@ -13,7 +13,7 @@ from distill.models import contract_of, load_model
 from students import build_student
 
 
-@pytest.mark.parametrize("name", ["step_s", "step_s_1tag"])
+@pytest.mark.parametrize("name", ["step_s", "step_s_1tag", "timm_mobilenetv3_large_100"])
 def test_quarter_only_head_has_one_output_and_the_same_quarter_layers(name: str) -> None:
     full = build_student(name, tag_dim=2).eval()
     quarter = build_student(name, tag_dim=2, num_deconvs=0).eval()
