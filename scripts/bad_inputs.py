@@ -324,7 +324,7 @@ def cases() -> list[Case]:
         C("data", "repeated category name", lambda ws: _train_on(ws, "catname", lambda d: d["categories"].append(
             {**d["categories"][0], "id": 7})), "category name 'person' appears more than once"),
         C("data", "duplicate image id", lambda ws: _train_on(
-            ws, "dupimg", lambda d: d["images"].append(copy.deepcopy(d["images"][0]))), "more than once"),
+            ws, "dupimg", lambda d: d["images"].append(copy.deepcopy(d["images"][0]))), "image id 1 appears twice"),
         C("data", "annotation of an unknown image", lambda ws: _train_on(
             ws, "unkimg", _set_first_person("image_id", 123456)), "123456"),
         C("data", "image width 0", lambda ws: _train_on(ws, "w0", lambda d: d["images"][0].update(width=0)), "width"),
