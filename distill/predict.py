@@ -169,6 +169,18 @@ class Predictor:
         self.timings: dict[str, float] = dict.fromkeys(TIMING_KEYS, 0.0)
         self.images_timed = 0
         self._warned_training = False
+        self._warn_coarse_projection()
+
+    def _warn_coarse_projection(self) -> None:
+        """The official parser projects the maps to the input size before its 5-pixel NMS. From maps at 1/4 of the
+        input (a model without a 1/2 output) that is a 4x blow-up in which one joint leaves several peaks: about
+        0.1 AP lost on `step_s` (docs/learning.md, session 29). Say so once; the result stays the official one."""
+        strides = self.layout.strides if self.layout is not None else ()
+        if self.project and strides and min(strides) >= 4:
+            warnings.warn(f"Predictor: the model's finest output is at 1/{min(strides)} of the input; projecting it to "
+                          "the input size before the official NMS costs AP on such models (docs/learning.md, session "
+                          "29). Decoding at heatmap resolution (`--decode improved`, or project=False) avoids it.",
+                          stacklevel=3)
 
     # ------------------------------------------------------------------------------------ pieces
     @property

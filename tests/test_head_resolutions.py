@@ -114,8 +114,14 @@ def test_train_quarter_only_student_with_cached_teacher_and_decode(make_syntheti
     lay = contract_of(model)
     assert lay.strides == (4,) and lay.tag_dim == 2
     image = (np.random.default_rng(0).uniform(0, 255, (80, 96, 3))).astype(np.uint8)
-    pred = Predictor(model, input_size=64).predict(image, return_maps=True)
+    with pytest.warns(UserWarning, match="finest output is at 1/4 of the input"):
+        pred = Predictor(model, input_size=64).predict(image, return_maps=True)
     assert pred.heatmaps.shape[0] == 17 and pred.tags.shape[-1] == 4  # D = 2 x [original, flipped]
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning when the maps are decoded at their own resolution,
+        Predictor(model, input_size=64, project=False)
+        Predictor(build_student("step_s").eval(), input_size=64)  # nor for a model with a 1/2 output
 
 
 def test_loader_stops_warping_the_cached_maps_after_kd_until(make_synthetic_dataset, tmp_path: Path) -> None:
