@@ -1,6 +1,8 @@
 """Keep freed CPU memory in the process (glibc malloc), so a training step does not page-fault its tensors in anew.
 
-Why: a CPU training step allocates and frees the same multi-MB activation and gradient buffers every step.
+Why: a CPU training step allocates and frees the same multi-MB activation and gradient buffers every step (and
+test-time inference its per-image maps: the flip-test aggregation of a 17 x 2-tag student at input 256 writes ~40 MB of
+fresh tensors per image).
 With glibc's defaults, blocks above the mmap threshold are mmap'd and munmap'd each time, and freed memory at the
 top of the heap is trimmed back to the OS, so every step touches fresh pages: the session-24 profile of the demo's
 student run showed ~15,000 minor page faults per step and a quarter of its wall time spent on them
@@ -64,3 +66,12 @@ def keep_freed_memory() -> bool:
         ok = bool(libc.mallopt(param, value)) and ok  # mallopt returns 1 on success, 0 on error
     _applied = ok
     return ok
+
+
+def keep_freed_memory_unless_disabled() -> bool:
+    """`keep_freed_memory()` unless AEDISTILL_KEEP_FREED_MEMORY=0; what the Trainer and the Predictor call."""
+    import os
+
+    if os.environ.get(KEEP_FREED_MEMORY_ENV, "1") == "0":
+        return False
+    return keep_freed_memory()

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.allocator import keep_freed_memory_unless_disabled
 from distill.amp import amp_dtype, autocast, module_device
 from distill.codec import AECodec
 from distill.data.coco import CocoKeypointDataset
@@ -170,6 +171,8 @@ class Predictor:
         self.images_timed = 0
         self._warned_training = False
         self._warn_coarse_projection()
+        if self.device.type == "cpu":
+            keep_freed_memory_unless_disabled()  # reuse the per-image map buffers (scripts/bench_allocator.py --predict)
 
     def _warn_coarse_projection(self) -> None:
         """The official parser projects the maps to the input size before its 5-pixel NMS. From maps at 1/4 of the

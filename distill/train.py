@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from distill.allocator import KEEP_FREED_MEMORY_ENV, keep_freed_memory
+from distill.allocator import keep_freed_memory_unless_disabled
 from distill.amp import AmpError, amp_dtype, autocast, module_device
 from distill.atomic import atomic_path, try_exclusive_lock, write_json_atomic
 from distill.codec.decode import decode_mode
@@ -282,8 +282,7 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        if os.environ.get(KEEP_FREED_MEMORY_ENV, "1") != "0":
-            keep_freed_memory()  # before the first batch: the DataLoader workers fork with these settings
+        keep_freed_memory_unless_disabled()  # before the first batch: the DataLoader workers fork with these settings
         _seed_everything(cfg.train.seed + self.rank)
 
         self.model = build_model(cfg.model.kind, cfg.model.name, cfg.model.model_overrides())

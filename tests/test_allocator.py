@@ -1,4 +1,4 @@
-"""distill.allocator: glibc malloc tuning applies where it can and is a no-op elsewhere; the Trainer applies it
+"""distill.allocator: glibc malloc tuning applies where it can and is a no-op elsewhere; the Trainer and the Predictor apply it
 unless AEDISTILL_KEEP_FREED_MEMORY=0 (its speed effect is measured by scripts/bench_allocator.py, not here)."""
 from __future__ import annotations
 
@@ -57,6 +57,21 @@ def test_trainer_applies_it_unless_switched_off(tmp_path, env_value, expected):
                         optim=OptimSection(epochs=1, batch_size=2),
                         train=TrainSection(out={str(tmp_path / 'run')!r}, eval_every=0, tensorboard=False))
         Trainer(cfg, resume=False).release()
+        print(allocator._applied)
+    """, env_value)
+    assert out.splitlines()[-1] == expected
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
+                    reason="glibc only")
+@pytest.mark.parametrize("env_value, expected", [(None, "True"), ("0", "None")])
+def test_predictor_applies_it_unless_switched_off(env_value, expected):
+    """Test-time inference allocates fresh multi-MB maps per image, as training does per step."""
+    out = _run("""
+        from distill import allocator
+        from distill.predict import Predictor
+        from students import build_student
+        Predictor(build_student("step_s").eval(), input_size=64)
         print(allocator._applied)
     """, env_value)
     assert out.splitlines()[-1] == expected
