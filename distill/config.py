@@ -123,6 +123,9 @@ class LossSection:
     # The teacher's terms (heatmap KD, tag KD, feature KD) apply for this fraction of the epochs (rounded to whole
     # epochs), the ground truth alone after: e.g. 0.667 = KD until the step schedule's first lr drop.
     kd_until: float = 1.0
+    # Heatmap KD on the first `kd_outputs` outputs only (lowest resolution first; 0 = every output): 1 = the teacher's
+    # 1/4 maps only, ground truth alone at 1/2 (docs/learning.md, session 29).
+    kd_outputs: int = 0
     ohkm_gt: bool = False
     ohkm_kd: bool = False
     ohkm_topk: int = 8
@@ -274,6 +277,9 @@ def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
         bad("optim.milestones", o.milestones, "must be fractions of the epochs in [0, 1]")
     if not 0 <= lo.kd_until <= 1:
         bad("loss.kd_until", lo.kd_until, "must be a fraction of the epochs in [0, 1]")
+    if lo.kd_outputs < 0:
+        bad("loss.kd_outputs", lo.kd_outputs, "must be 0 (heatmap KD on every output) or the number of outputs, "
+            "lowest resolution first, that get it")
     if not 0 <= lo.alpha <= 1:
         bad("loss.alpha", lo.alpha, "must be in [0, 1]")
     if not lo.kd_temperature > 0:
@@ -315,6 +321,9 @@ def validate(cfg: "RunConfig", source: str = "config") -> "RunConfig":
         if lo.kd_until < 1:
             bad("loss.kd_until", lo.kd_until, "must be 1 with data.unlabelled 'teacher': after kd_until nothing "
                 "would supervise the unlabelled images")
+        if lo.kd_outputs:
+            bad("loss.kd_outputs", lo.kd_outputs, "must be 0 with data.unlabelled 'teacher': the outputs without "
+                "KD would have nothing to supervise the unlabelled images")
     if d.unlabelled == "pseudo" and has_unlabelled and not d.pseudo_labels:
         bad("data.pseudo_labels", d.pseudo_labels, "data.unlabelled 'pseudo' needs the teacher's predictions on the "
             "training images (`distill predict ... --out FILE`, then data.pseudo_labels=FILE)")

@@ -92,6 +92,7 @@ class LossConfig:
     tag_kd_weight: float = 0.0
     tag_kd_type: TagKDType = "absolute"
     ohkm_gt: bool = False  # top-k hard joints on the GT heatmap term
+    kd_outputs: int = 0  # heatmap KD on the first n outputs only (0: all); the others get the GT term alone
     ohkm_kd: bool = False  # top-k hard joints on the KD heatmap term
     ohkm_topk: int = 8
     tag_reduction: TagRule = "mean"  # teacher J tag maps -> 1 for a T = 1 student
@@ -123,6 +124,8 @@ class LossConfig:
             raise ValueError(f"heatmap_factors must be >= 0, got {self.heatmap_factors}")
         if not 0.0 <= float(self.alpha) <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.kd_outputs < 0:
+            raise ValueError(f"kd_outputs must be >= 0 (0: every output), got {self.kd_outputs}")
         if self.kd_type not in get_args(KDType):
             raise ValueError(f"kd_type must be one of {get_args(KDType)}, got {self.kd_type!r}")
         if not float(self.kd_temperature) > 0:
@@ -523,9 +526,10 @@ class DistillLoss(nn.Module):
             )
         t = c // d
         if teacher_outputs is not None:
-            if isinstance(teacher_outputs, Tensor) or len(teacher_outputs) < n_out:
-                raise ValueError(f"teacher_outputs must be a list with at least {n_out} tensors (one per output)")
-            for i in range(n_out):
+            n_kd = min(n_out, cfg.kd_outputs) if cfg.kd_outputs else n_out
+            if isinstance(teacher_outputs, Tensor) or len(teacher_outputs) < n_kd:
+                raise ValueError(f"teacher_outputs must be a list with at least {n_kd} tensors (one per output)")
+            for i in range(n_kd):
                 s, to = outputs[i], teacher_outputs[i]
                 if (not isinstance(to, Tensor) or to.dim() != 4 or to.shape[0] != s.shape[0]
                         or to.shape[2:] != s.shape[2:] or to.shape[1] < j):
@@ -601,7 +605,7 @@ class DistillLoss(nn.Module):
                 weight = heatmap_pixel_weights(pred, target, cfg.heatmap_loss, cfg.fg_weight)
                 gt = heatmap_loss(pred, target, masks[i].to(pred.device), gt_k, weight)
             terms[f"hm_gt_{name}"] = gt
-            if teacher_outputs is not None:
+            if teacher_outputs is not None and (not cfg.kd_outputs or i < cfg.kd_outputs):
                 with torch.set_grad_enabled(torch.is_grad_enabled() and kd_grad):
                     t_heat, m = teacher_outputs[i][:, :j].detach(), masks[i].to(pred.device)
                     if cfg.kd_type == "softmax":

@@ -150,3 +150,36 @@ def test_loader_stops_warping_the_cached_maps_after_kd_until(make_synthetic_data
         assert trainer.global_step == 4
     finally:
         trainer.release()
+
+
+def test_kd_outputs_limits_heatmap_kd_to_the_first_outputs(tmp_path: Path) -> None:
+    """`loss.kd_outputs: 1`: the teacher's 1/4 maps only; the 1/2 output gets the GT term alone, and a teacher
+    list with just the 1/4 map is enough."""
+    from distill.config import ConfigError, load_config
+
+    torch.manual_seed(0)
+    b, j = 2, 17
+    y = torch.randn(b, j + j, 16, 16)
+    z = torch.randn(b, j, 32, 32)
+    gts = [torch.rand(b, j, 16, 16), torch.rand(b, j, 32, 32)]
+    masks = [torch.ones(b, 16, 16), torch.ones(b, 32, 32)]
+    idx = torch.zeros(b, 30, j, 2, dtype=torch.long)
+    idx[:, :2, :, 0] = torch.randint(0, 16 * 16, (b, 2, j))
+    idx[:, :2, :, 1] = 1
+    teacher = [torch.randn(b, j + j, 16, 16), torch.randn(b, j, 32, 32)]
+    both = DistillLoss(LossConfig(alpha=0.5, kd_type="softmax", kd_temperature=0.1))
+    first = DistillLoss(LossConfig(alpha=0.5, kd_type="softmax", kd_temperature=0.1, kd_outputs=1))
+    _, logs_both = both([y, z], gts, masks, idx, teacher)
+    total, logs = first([y, z], gts, masks, idx, teacher[:1])
+    assert "hm_kd_2" not in logs and "hm_kd_4" in logs
+    assert logs["hm_2"] == pytest.approx(logs["hm_gt_2"]) == pytest.approx(logs_both["hm_gt_2"])
+    assert logs["hm_4"] == pytest.approx(logs_both["hm_4"])
+    assert total.item() == pytest.approx(logs["hm_4"] + logs["hm_2"] + 1e-3 * (logs["push"] + logs["pull"]), rel=1e-5)
+    with pytest.raises(ValueError, match="kd_outputs"):
+        LossConfig(kd_outputs=-1)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text("model: {kind: student, name: step_s}\nteacher: {name: tiny, weights: w.pt}\n")
+    with pytest.raises(ConfigError, match="loss.kd_outputs"):
+        load_config(cfg_path, ["loss.kd_outputs=-1"])
+    with pytest.raises(ConfigError, match="loss.kd_outputs = 1.*must be 0 with data.unlabelled 'teacher'"):
+        load_config(cfg_path, ["loss.kd_outputs=1", "data.label_fraction=0.5", "data.unlabelled=teacher"])
