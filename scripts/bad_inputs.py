@@ -267,6 +267,7 @@ def cases() -> list[Case]:
         C("config", "student num_deconvs 2", lambda ws: _train_set(
             ws, "nd", "model.kind=student", "model.name=step_s", "model.overrides={num_deconvs: 2}"),
           "field 'num_deconvs' must be 1"),
+        C("config", "kd_outputs -1", lambda ws: _train_set(ws, "ko", "loss.kd_outputs=-1"), "loss.kd_outputs = -1"),
         C("config", "unknown teacher override", lambda ws: _train_set(ws, "to", "model.overrides={num_deconvs: 0}"),
           "unknown override(s) 'num_deconvs'"),
         C("config", "teacher override of the wrong type", lambda ws: _train_set(
