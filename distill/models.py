@@ -163,7 +163,7 @@ def model_config(kind: str, name: Any) -> Any:
 
 def teacher_config_with(cfg: HigherHRNetConfig, overrides: dict[str, Any]) -> HigherHRNetConfig:
     """`cfg` with top-level `overrides`, checked as strictly as a YAML file: unknown keys and wrong types
-    raise `TeacherConfigError` naming the key (a bare `replace` raised a TypeError, or took any value)."""
+    raise `TeacherConfigError` naming the key (a bare `replace` raised a raw TypeError for both)."""
     data = plain(cfg)
     source = f"teacher config {cfg.name!r} (overrides)"
     check_unknown_keys(overrides, list(data), source, TeacherConfigError, what="override")
