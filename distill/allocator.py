@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 # mallopt parameter numbers from glibc's <malloc.h>
@@ -70,8 +71,6 @@ def keep_freed_memory() -> bool:
 
 def keep_freed_memory_unless_disabled() -> bool:
     """`keep_freed_memory()` unless AEDISTILL_KEEP_FREED_MEMORY=0; what the Trainer and the Predictor call."""
-    import os
-
     if os.environ.get(KEEP_FREED_MEMORY_ENV, "1") == "0":
         return False
     return keep_freed_memory()

@@ -91,8 +91,8 @@ class LossConfig:
     fg_weight: float = 0.0
     tag_kd_weight: float = 0.0
     tag_kd_type: TagKDType = "absolute"
-    ohkm_gt: bool = False  # top-k hard joints on the GT heatmap term
     kd_outputs: int = 0  # heatmap KD on the first n outputs only (0: all); the others get the GT term alone
+    ohkm_gt: bool = False  # top-k hard joints on the GT heatmap term
     ohkm_kd: bool = False  # top-k hard joints on the KD heatmap term
     ohkm_topk: int = 8
     tag_reduction: TagRule = "mean"  # teacher J tag maps -> 1 for a T = 1 student
@@ -140,6 +140,10 @@ class LossConfig:
             raise ValueError(
                 f"tag_index_layout must be one of {get_args(IndexLayout)}, got {self.tag_index_layout!r}"
             )
+
+    def kd_output_count(self, num_outputs: int) -> int:
+        """How many of `num_outputs` outputs (lowest resolution first) get the heatmap KD term."""
+        return min(num_outputs, self.kd_outputs) if self.kd_outputs else num_outputs
 
 
 def output_name(i: int) -> str:
@@ -526,7 +530,7 @@ class DistillLoss(nn.Module):
             )
         t = c // d
         if teacher_outputs is not None:
-            n_kd = min(n_out, cfg.kd_outputs) if cfg.kd_outputs else n_out
+            n_kd = cfg.kd_output_count(n_out)
             if isinstance(teacher_outputs, Tensor) or len(teacher_outputs) < n_kd:
                 raise ValueError(f"teacher_outputs must be a list with at least {n_kd} tensors (one per output)")
             for i in range(n_kd):
@@ -592,6 +596,7 @@ class DistillLoss(nn.Module):
         kd_grad = alpha > 0 or unlabelled is not None
         gt_k = cfg.ohkm_topk if cfg.ohkm_gt else None
         kd_k = cfg.ohkm_topk if cfg.ohkm_kd else None
+        n_kd = cfg.kd_output_count(len(outputs))
         terms: dict[str, Tensor] = {}
         for i, out in enumerate(outputs):
             name = output_name(i)
@@ -605,7 +610,7 @@ class DistillLoss(nn.Module):
                 weight = heatmap_pixel_weights(pred, target, cfg.heatmap_loss, cfg.fg_weight)
                 gt = heatmap_loss(pred, target, masks[i].to(pred.device), gt_k, weight)
             terms[f"hm_gt_{name}"] = gt
-            if teacher_outputs is not None and (not cfg.kd_outputs or i < cfg.kd_outputs):
+            if teacher_outputs is not None and i < n_kd:
                 with torch.set_grad_enabled(torch.is_grad_enabled() and kd_grad):
                     t_heat, m = teacher_outputs[i][:, :j].detach(), masks[i].to(pred.device)
                     if cfg.kd_type == "softmax":

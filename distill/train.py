@@ -253,11 +253,6 @@ def loss_config(cfg: RunConfig, num_joints: int, tag_dim: int = 1) -> LossConfig
     return LossConfig(**section, num_joints=num_joints, tag_index_layout="per_joint", tag_dim=int(tag_dim))
 
 
-def teacher_outputs_read(loss: Any) -> int:
-    """How many teacher outputs (lowest resolution first) the loss reads: `loss.kd_outputs`, 0 meaning all."""
-    return int(loss.kd_outputs) if loss.kd_outputs else 1 << 30
-
-
 class Trainer:
     """Holds everything one run needs; `fit()` runs it to the end (resuming when possible)."""
 
@@ -401,7 +396,7 @@ class Trainer:
             cached = CachedTeacher(t.store, expect_teacher=trained_teacher_config(t.name, t.weights or None),
                                    expect_weights=t.weights or None,
                                    expect_input_size=self.cfg.data.input_size, expect_dataset=self.dataset,
-                                   num_outputs=min(len(self.output_sizes), teacher_outputs_read(self.cfg.loss)))
+                                   num_outputs=self.cfg.loss.kd_outputs or len(self.output_sizes))
             return cached, cached
         if t.mode != "online":
             raise ConfigError(f"teacher.mode must be 'online' or 'cached', got {t.mode!r}")

@@ -161,8 +161,9 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(args.rounds):
             for on in (False, True):
                 arms[on].append(run_arm(args, on, work, r))
+                unit = "image" if args.predict else "step"
                 print(f"round {r + 1}/{args.rounds}, keep_freed_memory {'on ' if on else 'off'}: "
-                      f"{arms[on][-1]['wall_ms']:.1f} ms/{'image' if args.predict else 'step'}, {arms[on][-1]['faults']:.0f} page faults/step",
+                      f"{arms[on][-1]['wall_ms']:.1f} ms/{unit}, {arms[on][-1]['faults']:.0f} page faults/{unit}",
                       flush=True)
 
     def med(on: bool, key: str) -> float:

@@ -41,9 +41,8 @@ def test_num_deconvs_is_checked_by_name() -> None:
             build_student("step_s", num_deconvs=bad)
 
 
-def test_loss_of_one_output_is_the_quarter_terms_of_two() -> None:
-    """With one output the total is the 1/4 heatmap term plus the AE terms; no 1/2 target or teacher map is read
-    (a two-output teacher's 1/2 map is simply not used)."""
+def _two_output_batch() -> tuple:
+    """Student outputs at 1/4 (17 heatmaps + 17 tags) and 1/2, their GT targets, masks, tag index and a teacher."""
     torch.manual_seed(0)
     b, j = 2, 17
     y = torch.randn(b, j + j, 16, 16, requires_grad=True)
@@ -54,6 +53,13 @@ def test_loss_of_one_output_is_the_quarter_terms_of_two() -> None:
     idx[:, :2, :, 0] = torch.randint(0, 16 * 16, (b, 2, j))
     idx[:, :2, :, 1] = 1
     teacher = [torch.randn(b, j + j, 16, 16), torch.randn(b, j, 32, 32)]
+    return y, z, gts, masks, idx, teacher
+
+
+def test_loss_of_one_output_is_the_quarter_terms_of_two() -> None:
+    """With one output the total is the 1/4 heatmap term plus the AE terms; no 1/2 target or teacher map is read
+    (a two-output teacher's 1/2 map is simply not used)."""
+    y, z, gts, masks, idx, teacher = _two_output_batch()
     crit = DistillLoss(LossConfig(alpha=0.5))
     total2, logs2 = crit([y, z], gts, masks, idx, teacher)
     total1, logs1 = crit([y], gts[:1], masks[:1], idx, teacher)
@@ -157,16 +163,7 @@ def test_kd_outputs_limits_heatmap_kd_to_the_first_outputs(tmp_path: Path) -> No
     list with just the 1/4 map is enough."""
     from distill.config import ConfigError, load_config
 
-    torch.manual_seed(0)
-    b, j = 2, 17
-    y = torch.randn(b, j + j, 16, 16)
-    z = torch.randn(b, j, 32, 32)
-    gts = [torch.rand(b, j, 16, 16), torch.rand(b, j, 32, 32)]
-    masks = [torch.ones(b, 16, 16), torch.ones(b, 32, 32)]
-    idx = torch.zeros(b, 30, j, 2, dtype=torch.long)
-    idx[:, :2, :, 0] = torch.randint(0, 16 * 16, (b, 2, j))
-    idx[:, :2, :, 1] = 1
-    teacher = [torch.randn(b, j + j, 16, 16), torch.randn(b, j, 32, 32)]
+    y, z, gts, masks, idx, teacher = _two_output_batch()
     both = DistillLoss(LossConfig(alpha=0.5, kd_type="softmax", kd_temperature=0.1))
     first = DistillLoss(LossConfig(alpha=0.5, kd_type="softmax", kd_temperature=0.1, kd_outputs=1))
     _, logs_both = both([y, z], gts, masks, idx, teacher)
