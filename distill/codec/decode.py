@@ -361,39 +361,108 @@ def _scores(det: np.ndarray, tag: np.ndarray, centres: np.ndarray) -> np.ndarray
     return score
 
 
-# Pixel stride of the probe grid that gives refine a first lower bound on each answer.
-_PROBE_STRIDE = 4
-# A query whose candidates are (estimated) above this fraction of the map is scored densely.
-_DENSE_FRACTION = 0.25
+# Side of the square pixel blocks refine's branch and bound works on.
+_REFINE_BLOCK = 8
+
+
+def _block_reduce(a: np.ndarray, side: int, op: np.ufunc) -> np.ndarray:
+    """`op`-reduce each side x side block of an (h, w, ...) array with h, w multiples of `side`: (h/side, w/side, ...).
+
+    Strided passes with the trailing axes contiguous: several times faster than reducing reshaped axes."""
+    rows = a[0::side].copy()
+    for i in range(1, side):
+        op(rows, a[i::side], out=rows)
+    out = rows[:, 0::side].copy()
+    for i in range(1, side):
+        op(out, rows[:, i::side], out=out)
+    return out
+
+
+def _as_blocks(a: np.ndarray, side: int) -> np.ndarray:
+    """(h, w, ...) -> (blocks, side * side, ...): each row one block's pixels in row-major order."""
+    h, w = a.shape[:2]
+    return (a.reshape(h // side, side, w // side, side, *a.shape[2:]).swapaxes(1, 2)
+            .reshape((h // side) * (w // side), side * side, *a.shape[2:]))
+
+
+def _row_scores(det_rows: np.ndarray, tag_rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """`_scores` with one centre per row: det_rows (P, N), tag_rows (P, N, L), centres (P, L) -> (P, N).
+
+    The same float32 operations in the same order, so each value equals the dense one bit for bit."""
+    score = np.subtract(tag_rows[..., 0], centres[:, 0][:, None])
+    np.square(score, out=score)
+    tmp = np.empty_like(score)
+    for d in range(1, tag_rows.shape[-1]):
+        np.subtract(tag_rows[..., d], centres[:, d][:, None], out=tmp)
+        np.square(tmp, out=tmp)
+        score += tmp
+    np.sqrt(score, out=score)
+    np.round(score, out=score)
+    return np.subtract(det_rows, score, out=score)
 
 
 def refine_argmax(det: np.ndarray, tags: np.ndarray, joint: int, centres: np.ndarray) -> np.ndarray:
     """For each centre c: flat index of the first maximum of `det[joint] - round(||tags[joint] - c||)`.
 
-    Exact pruning: the rounded distance is >= 0, so a pixel scores at most its `det`. Scoring a sparse
-    probe grid gives each query a score that some pixel reaches, hence a lower bound b on its answer;
-    only pixels with det >= b can reach the answer (or tie with it). Those candidates are scored
-    exactly, in increasing flat order, so `argmax` keeps numpy's first-occurrence rule. Queries whose
-    bound lets most of the map through (flat maps, far-off tags) score the whole map instead.
+    Exact branch and bound over square pixel blocks. In a block no pixel scores more than the block's largest
+    det minus the rounded distance from c to the box its tags span (a distance can only be larger; rounding and
+    the float32 subtraction are monotone, and the bound leaves a margin for float error). Each query scores its
+    most promising block exactly; that score is reached, so no block whose bound is below it can hold the
+    answer or tie with it. The remaining blocks are scored exactly and the maximum with the lowest flat index
+    wins, which is numpy's first-occurrence argmax over the whole map. Maps with NaN or infinite values are
+    scored densely.
     """
     d = det[joint]
     t = tags[0 if tags.shape[0] == 1 else joint]
+    centres = np.asarray(centres, dtype=np.float32)
     h, w = d.shape
-    st = _PROBE_STRIDE
-    d_probe = d[::st, ::st]
-    bound = _scores(d_probe, t[::st, ::st], centres).reshape(len(centres), -1).max(axis=1)
-    # Fraction of pixels each bound lets through, estimated on the probe grid.
-    passing = (d_probe.reshape(1, -1) >= bound[:, None]).mean(axis=1)
-    sparse = passing <= _DENSE_FRACTION
-    best = np.empty(len(centres), dtype=np.int64)
-    for q in np.flatnonzero(~sparse):
-        best[q] = int(_scores(d, t, centres[q : q + 1])[0].argmax())
-    if sparse.any():
-        flat_d = d.reshape(-1)
-        cand = np.flatnonzero(flat_d >= bound[sparse].min())
-        scores = _scores(flat_d[cand], t.reshape(h * w, -1)[cand], centres[sparse])
-        best[sparse] = cand[scores.argmax(axis=1)]
-    return best
+    side = _REFINE_BLOCK
+    hp, wp = -(-h // side) * side, -(-w // side) * side
+    index = np.arange(h * w, dtype=np.int64).reshape(h, w)
+    if (hp, wp) != (h, w):  # padded pixels: det -inf (never chosen), tags repeated from the edge (no wider box)
+        d = np.pad(d, ((0, hp - h), (0, wp - w)), constant_values=-np.inf)
+        t = np.pad(t, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
+        index = np.pad(index, ((0, hp - h), (0, wp - w)), mode="edge")
+    dims = t.shape[-1]
+    det_max = _block_reduce(d, side, np.maximum).reshape(-1)
+    tag_hi = _block_reduce(t, side, np.maximum).reshape(-1, dims).T
+    tag_lo = _block_reduce(t, side, np.minimum).reshape(-1, dims).T
+    finite = (np.isfinite(tag_hi).all() and np.isfinite(tag_lo).all() and not np.isnan(det_max).any()
+              and not np.isposinf(det_max).any())
+    if not finite:
+        return _dense_refine_argmax(det[joint], tags[0 if tags.shape[0] == 1 else joint], centres)
+
+    # Upper bound of every (query, block): det_max - (a lower bound on the rounded distance).
+    gap_sq = None
+    for k in range(dims):
+        c = centres[:, k][:, None]
+        g = np.maximum(tag_lo[k][None] - c, c - tag_hi[k][None])
+        np.maximum(g, 0, out=g)
+        np.square(g, out=g)
+        gap_sq = g if gap_sq is None else np.add(gap_sq, g, out=gap_sq)
+    gap = np.sqrt(gap_sq, out=gap_sq)
+    # round(x) >= ceil(x - 0.5) for any x; the margin covers float32 error in the distances.
+    rounded_min = np.ceil(gap * np.float32(1 - 1e-3) - np.float32(0.5 + 1e-3))
+    np.maximum(rounded_min, 0, out=rounded_min)
+    upper = np.subtract(det_max[None], rounded_min, out=rounded_min)  # (Q, blocks), float32 like the scores
+
+    block_det, block_tag, block_index = _as_blocks(d, side), _as_blocks(t, side), _as_blocks(index, side)
+    first = upper.argmax(axis=1)
+    reached = _row_scores(block_det[first], block_tag[first], centres).max(axis=1)
+    if not np.isfinite(reached).all():
+        return _dense_refine_argmax(det[joint], tags[0 if tags.shape[0] == 1 else joint], centres)
+    query, block = np.nonzero(upper >= reached[:, None])  # sorted by query; each query keeps its first block
+    scores = _row_scores(block_det[block], block_tag[block], centres[query])
+    starts = np.flatnonzero(np.r_[True, query[1:] != query[:-1]])
+    best = np.maximum.reduceat(scores.max(axis=1), starts)
+    hits = scores == np.repeat(best, np.diff(np.r_[starts, len(query)]))[:, None]
+    first_hit = np.where(hits, block_index[block], np.iinfo(np.int64).max).min(axis=1)
+    return np.minimum.reduceat(first_hit, starts)
+
+
+def _dense_refine_argmax(d: np.ndarray, t: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Every pixel scored for every centre (the literal official argmax), for maps the bounds cannot handle."""
+    return np.array([int(_scores(d, t, centres[q:q + 1])[0].argmax()) for q in range(len(centres))], dtype=np.int64)
 
 
 def decode(
