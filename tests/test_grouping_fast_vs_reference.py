@@ -143,3 +143,21 @@ def test_official_ties_fall_back_to_the_dense_order_only_on_ties(monkeypatch) ->
     heat, tags = _plateau_maps(0)
     decode(heat, tags, DecodeParams())
     assert calls == [1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_top_k_official_on_the_cpu_equals_the_max_pool_parser(seed: int) -> None:
+    """On the CPU the official NMS takes its window maxima from cv2 (faster); the candidates, their order
+    among ties included, must be those of torch's max_pool2d, as in the official parser."""
+    import torch.nn.functional as F
+
+    from distill.codec.decode import _gather_candidates, top_k_official
+
+    heat = torch.from_numpy(_plateau_maps(seed)[0] - 0.2)  # exact ties and negative values
+    tags = torch.from_numpy(np.random.default_rng(seed).normal(size=heat.shape + (2,)).astype(np.float32))
+    b, j, h, w = heat.shape
+    det = heat * (F.max_pool2d(heat, 5, stride=1, padding=2) == heat)
+    val, ind = det.reshape(b, j, h * w).topk(30, dim=2)
+    expected = _gather_candidates(tags, val, ind, 30, w)
+    for got, want in zip(top_k_official(heat, tags, 30, 5), expected):
+        np.testing.assert_array_equal(got, want)

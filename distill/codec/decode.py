@@ -239,7 +239,12 @@ def top_k_official(
     b, j, h, w = heatmaps.shape
     heat = heatmaps.float()
     pad = (nms_kernel - 1) // 2
-    det = heat * (F.max_pool2d(heat, nms_kernel, stride=1, padding=pad) == heat)
+    if heat.device.type == "cpu" and not bool(torch.isnan(heat).any()):
+        # the same window maxima as max_pool2d (exact), several times faster on the CPU
+        pooled = torch.from_numpy(window_max(np.ascontiguousarray(heat.numpy()), nms_kernel))
+    else:
+        pooled = F.max_pool2d(heat, nms_kernel, stride=1, padding=pad)
+    det = heat * (pooled == heat)
     k_eff = min(k, h * w)
     val, ind = det.reshape(b, j, h * w).topk(k_eff, dim=2)
     return _gather_candidates(tags, val, ind, k, w)
