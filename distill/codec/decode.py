@@ -346,26 +346,6 @@ def refine(people: np.ndarray, det: np.ndarray, tags: np.ndarray, threads: int =
     return people
 
 
-def _scores(det: np.ndarray, tag: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """`det - round(sqrt(sum_l (tag_l - c_l)^2))` for each centre: (Q, *det.shape).
-
-    Bit-identical to the official numpy float32 expression: squares summed over tag dims in order,
-    numpy's correctly rounded sqrt, round half to even.
-    """
-    expand = (slice(None),) + (None,) * det.ndim
-    score = np.subtract(tag[..., 0], centres[:, 0][expand])
-    np.square(score, out=score)
-    tmp = np.empty_like(score)
-    for d in range(1, tag.shape[-1]):
-        np.subtract(tag[..., d], centres[:, d][expand], out=tmp)
-        np.square(tmp, out=tmp)
-        score += tmp
-    np.sqrt(score, out=score)
-    np.round(score, out=score)
-    np.subtract(det, score, out=score)
-    return score
-
-
 # Side of the square pixel blocks refine's branch and bound works on.
 _REFINE_BLOCK = 8
 
@@ -391,9 +371,11 @@ def _as_blocks(a: np.ndarray, side: int) -> np.ndarray:
 
 
 def _row_scores(det_rows: np.ndarray, tag_rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """`_scores` with one centre per row: det_rows (P, N), tag_rows (P, N, L), centres (P, L) -> (P, N).
+    """`det - round(sqrt(sum_l (tag_l - c_l)^2))` with one centre per row: det_rows (P, N), tag_rows (P, N, L),
+    centres (P, L) -> (P, N).
 
-    The same float32 operations in the same order, so each value equals the dense one bit for bit."""
+    Bit-identical to the official numpy float32 expression: squares summed over tag dims in order, numpy's
+    correctly rounded sqrt, round half to even (elementwise, so any layout of the pixels gives the same values)."""
     score = np.subtract(tag_rows[..., 0], centres[:, 0][:, None])
     np.square(score, out=score)
     tmp = np.empty_like(score)
@@ -467,7 +449,9 @@ def refine_argmax(det: np.ndarray, tags: np.ndarray, joint: int, centres: np.nda
 
 def _dense_refine_argmax(d: np.ndarray, t: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Every pixel scored for every centre (the literal official argmax), for maps the bounds cannot handle."""
-    return np.array([int(_scores(d, t, centres[q:q + 1])[0].argmax()) for q in range(len(centres))], dtype=np.int64)
+    flat_d, flat_t = d.reshape(1, -1), t.reshape(1, -1, t.shape[-1])
+    return np.array([int(_row_scores(flat_d, flat_t, centres[q:q + 1])[0].argmax()) for q in range(len(centres))],
+                    dtype=np.int64)
 
 
 def decode(
