@@ -63,3 +63,25 @@ def test_one_pixel_map() -> None:
     det = np.array([[[0.5]]], np.float32)
     tags = np.array([[[[0.25]]]], np.float32)
     assert refine_argmax(det, tags, 0, np.array([[3.0], [0.0]], np.float32)).tolist() == [0, 0]
+
+
+def test_flat_maps_are_scored_in_bounded_passes(monkeypatch) -> None:
+    """Flat maps let most blocks through for every query; they are scored a few queries at a time, with the
+    same answers."""
+    import distill.codec.decode as dec
+
+    rng = np.random.default_rng(7)
+    det = np.full((1, 40, 48), 0.25, np.float32)
+    tags = (rng.integers(-2, 3, (1, 40, 48, 2)) / 2).astype(np.float32)
+    centres = rng.normal(0, 3, (25, 2)).astype(np.float32)
+    expected = [_literal(det, tags, 0, c) for c in centres]
+    passes = []
+    original = dec._query_chunks
+    monkeypatch.setattr(dec, "_query_chunks", lambda n, limit: passes.append(original(n, 40)) or passes[-1])
+    assert refine_argmax(det, tags, 0, centres).tolist() == expected
+    assert len(passes[0]) > 1
+
+
+def test_no_centres() -> None:
+    det, tags = np.zeros((1, 9, 9), np.float32), np.zeros((1, 9, 9, 2), np.float32)
+    assert refine_argmax(det, tags, 0, np.zeros((0, 2), np.float32)).shape == (0,)

@@ -348,6 +348,8 @@ def refine(people: np.ndarray, det: np.ndarray, tags: np.ndarray, threads: int =
 
 # Side of the square pixel blocks refine's branch and bound works on.
 _REFINE_BLOCK = 8
+# Blocks scored in one vectorised pass (about 4 MB of gathered float32 maps with 2-vector tags).
+_REFINE_BLOCKS_PER_PASS = 8192
 
 
 def _block_reduce(a: np.ndarray, side: int, op: np.ufunc) -> np.ndarray:
@@ -402,6 +404,8 @@ def refine_argmax(det: np.ndarray, tags: np.ndarray, joint: int, centres: np.nda
     d = det[joint]
     t = tags[0 if tags.shape[0] == 1 else joint]
     centres = np.asarray(centres, dtype=np.float32)
+    if len(centres) == 0:
+        return np.empty(0, dtype=np.int64)
     h, w = d.shape
     side = _REFINE_BLOCK
     hp, wp = -(-h // side) * side, -(-w // side) * side
@@ -438,13 +442,30 @@ def refine_argmax(det: np.ndarray, tags: np.ndarray, joint: int, centres: np.nda
     reached = _row_scores(block_det[first], block_tag[first], centres).max(axis=1)
     if not np.isfinite(reached).all():
         return _dense_refine_argmax(det[joint], tags[0 if tags.shape[0] == 1 else joint], centres)
-    query, block = np.nonzero(upper >= reached[:, None])  # sorted by query; each query keeps its first block
-    scores = _row_scores(block_det[block], block_tag[block], centres[query])
-    starts = np.flatnonzero(np.r_[True, query[1:] != query[:-1]])
-    best = np.maximum.reduceat(scores.max(axis=1), starts)
-    hits = scores == np.repeat(best, np.diff(np.r_[starts, len(query)]))[:, None]
-    first_hit = np.where(hits, block_index[block], np.iinfo(np.int64).max).min(axis=1)
-    return np.minimum.reduceat(first_hit, starts)
+    passing = upper >= reached[:, None]  # each query keeps at least its first block
+    out = np.empty(len(centres), dtype=np.int64)
+    for lo, hi in _query_chunks(passing.sum(axis=1), _REFINE_BLOCKS_PER_PASS):
+        query, block = np.nonzero(passing[lo:hi])  # sorted by query
+        scores = _row_scores(block_det[block], block_tag[block], centres[lo:hi][query])
+        starts = np.flatnonzero(np.r_[True, query[1:] != query[:-1]])
+        best = np.maximum.reduceat(scores.max(axis=1), starts)
+        hits = scores == np.repeat(best, np.diff(np.r_[starts, len(query)]))[:, None]
+        first_hit = np.where(hits, block_index[block], np.iinfo(np.int64).max).min(axis=1)
+        out[lo:hi] = np.minimum.reduceat(first_hit, starts)
+    return out
+
+
+def _query_chunks(blocks_per_query: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Consecutive query ranges with at most `limit` blocks to score in all (a query over the limit alone), so
+    flat maps with hundreds of candidate people do not gather every block for every query at once."""
+    chunks, start, total = [], 0, 0
+    for q, n in enumerate(blocks_per_query.tolist()):
+        if q > start and total + n > limit:
+            chunks.append((start, q))
+            start, total = q, 0
+        total += n
+    chunks.append((start, len(blocks_per_query)))
+    return chunks
 
 
 def _dense_refine_argmax(d: np.ndarray, t: np.ndarray, centres: np.ndarray) -> np.ndarray:
