@@ -76,6 +76,7 @@ def test_flat_maps_are_scored_in_bounded_passes(monkeypatch) -> None:
     centres = rng.normal(0, 3, (25, 2)).astype(np.float32)
     expected = [_literal(det, tags, 0, c) for c in centres]
     passes = []
+    monkeypatch.setattr(dec, "_REFINE_DENSE_SHARE", 1.0)  # keep every query on the block path
     original = dec._query_chunks
     monkeypatch.setattr(dec, "_query_chunks", lambda n, limit: passes.append(original(n, 40)) or passes[-1])
     assert refine_argmax(det, tags, 0, centres).tolist() == expected
@@ -85,3 +86,19 @@ def test_flat_maps_are_scored_in_bounded_passes(monkeypatch) -> None:
 def test_no_centres() -> None:
     det, tags = np.zeros((1, 9, 9), np.float32), np.zeros((1, 9, 9, 2), np.float32)
     assert refine_argmax(det, tags, 0, np.zeros((0, 2), np.float32)).shape == (0,)
+
+
+def test_queries_the_bounds_cannot_prune_score_the_whole_map(monkeypatch) -> None:
+    """Pixel-noise tags make every block's tag box wide: those queries take the dense path, same answers."""
+    import distill.codec.decode as dec
+
+    rng = np.random.default_rng(3)
+    det = rng.normal(0.05, 0.02, (1, 64, 72)).astype(np.float32)
+    tags = rng.uniform(-3, 3, (1, 64, 72, 2)).astype(np.float32)
+    det[0, 10, 10], tags[0, 10, 10] = 0.6, 0.0  # one peak: a centre at its tag prunes every other block
+    centres = np.array([[6, 6], [-6, -6], [6, -6], [0, 0]], np.float32)
+    dense_calls = []
+    original = dec._dense_refine_argmax
+    monkeypatch.setattr(dec, "_dense_refine_argmax", lambda d, t, c: dense_calls.append(len(c)) or original(d, t, c))
+    assert refine_argmax(det, tags, 0, centres).tolist() == [_literal(det, tags, 0, c) for c in centres]
+    assert dense_calls == [3]  # the centre at the peak's tag is still pruned

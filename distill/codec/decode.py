@@ -350,6 +350,8 @@ def refine(people: np.ndarray, det: np.ndarray, tags: np.ndarray, threads: int =
 _REFINE_BLOCK = 8
 # Blocks scored in one vectorised pass (about 4 MB of gathered float32 maps with 2-vector tags).
 _REFINE_BLOCKS_PER_PASS = 8192
+# A query whose bounds keep more than this share of the blocks scores the whole map instead.
+_REFINE_DENSE_SHARE = 0.25
 
 
 def _block_reduce(a: np.ndarray, side: int, op: np.ufunc) -> np.ndarray:
@@ -444,14 +446,20 @@ def refine_argmax(det: np.ndarray, tags: np.ndarray, joint: int, centres: np.nda
         return _dense_refine_argmax(det[joint], tags[0 if tags.shape[0] == 1 else joint], centres)
     passing = upper >= reached[:, None]  # each query keeps at least its first block
     out = np.empty(len(centres), dtype=np.int64)
+    # Where the bounds let most blocks through (noisy tags, flat maps) gathering them costs more than scoring the map.
+    dense = passing.mean(axis=1) > _REFINE_DENSE_SHARE
+    if dense.any():
+        out[dense] = _dense_refine_argmax(det[joint], tags[0 if tags.shape[0] == 1 else joint], centres[dense])
+    pruned = np.flatnonzero(~dense)
+    passing = passing[pruned]
     for lo, hi in _query_chunks(passing.sum(axis=1), _REFINE_BLOCKS_PER_PASS):
         query, block = np.nonzero(passing[lo:hi])  # sorted by query
-        scores = _row_scores(block_det[block], block_tag[block], centres[lo:hi][query])
+        scores = _row_scores(block_det[block], block_tag[block], centres[pruned[lo:hi]][query])
         starts = np.flatnonzero(np.r_[True, query[1:] != query[:-1]])
         best = np.maximum.reduceat(scores.max(axis=1), starts)
         hits = scores == np.repeat(best, np.diff(np.r_[starts, len(query)]))[:, None]
         first_hit = np.where(hits, block_index[block], np.iinfo(np.int64).max).min(axis=1)
-        out[lo:hi] = np.minimum.reduceat(first_hit, starts)
+        out[pruned[lo:hi]] = np.minimum.reduceat(first_hit, starts)
     return out
 
 
@@ -464,7 +472,8 @@ def _query_chunks(blocks_per_query: np.ndarray, limit: int) -> list[tuple[int, i
             chunks.append((start, q))
             start, total = q, 0
         total += n
-    chunks.append((start, len(blocks_per_query)))
+    if len(blocks_per_query) > start:
+        chunks.append((start, len(blocks_per_query)))
     return chunks
 
 
