@@ -24,17 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def queries(people: np.ndarray, det: np.ndarray, tags: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """(joint, centres) of refine's searches for one image: each person's mean tag, per missing joint."""
-    person, joint = np.nonzero(people[:, :, 2] > 0)
-    xi = people[person, joint, 0].astype(np.int32)
-    yi = people[person, joint, 1].astype(np.int32)
-    found = tags[np.zeros_like(joint) if tags.shape[0] == 1 else joint, yi, xi]
-    means = [np.mean(found[person == p], axis=0) for p in range(people.shape[0])]
-    miss_person, miss_joint = np.nonzero(people[:, :, 2] == 0)
-    if miss_person.size == 0:
-        return []
-    centres = np.stack([means[p] for p in miss_person]).astype(np.float32)
+def queries(people: np.ndarray, tags: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(joint, centres) of refine's searches for one image, grouped by joint as `refine` runs them."""
+    from distill.codec.decode import refine_queries
+
+    _, miss_joint, centres = refine_queries(people, tags)
     return [(int(j), centres[miss_joint == j]) for j in np.unique(miss_joint)]
 
 
@@ -67,6 +61,11 @@ def capture(model_spec: str, data: Path, split: str, images: int, input_size: in
     return calls
 
 
+def det_shape(calls: list[tuple]) -> str:
+    shapes = sorted({tuple(det.shape[1:]) for _, det, _ in calls})
+    return ", ".join(f"{h}x{w}" for h, w in shapes[:3]) + (" ..." if len(shapes) > 3 else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="teacher:NAME:PT or student:NAME:PT (as in distill bench)")
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from distill.codec.decode import _dense_refine_argmax, refine_argmax
 
     calls = capture(args.model, args.data, args.split, args.images, args.input_size)
-    jobs = [(det, tags, joint, centres) for people, det, tags in calls for joint, centres in queries(people, det, tags)]
+    jobs = [(det, tags, joint, centres) for people, det, tags in calls for joint, centres in queries(people, tags)]
     n_images = max(1, len(calls))
     n_queries = sum(len(c) for *_, c in jobs)
     print(f"{args.model}: {len(calls)} images, {n_queries / n_images:.0f} missing joints per image "
@@ -110,11 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     ratio = timings["dense (every pixel)"] / timings["block branch and bound"]
     print(f"speed-up {ratio:.1f}x; identical pixels for all {n_queries} queries: {'yes' if same else 'NO'}")
     return 0 if same else 1
-
-
-def det_shape(calls: list[tuple]) -> str:
-    shapes = sorted({tuple(det.shape[1:]) for _, det, _ in calls})
-    return ", ".join(f"{h}x{w}" for h, w in shapes[:3]) + (" ..." if len(shapes) > 3 else "")
 
 
 if __name__ == "__main__":

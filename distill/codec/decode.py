@@ -240,11 +240,10 @@ def top_k_official(
     heat = heatmaps.float()
     pad = (nms_kernel - 1) // 2
     if heat.device.type == "cpu" and not bool(torch.isnan(heat).any()):
-        # the same window maxima as max_pool2d (exact), several times faster on the CPU
-        pooled = torch.from_numpy(window_max(np.ascontiguousarray(heat.numpy()), nms_kernel))
+        # the numpy path's NMS: the same window maxima as max_pool2d (exact), several times faster on the CPU
+        det = torch.from_numpy(nms(np.ascontiguousarray(heat.numpy()), nms_kernel))
     else:
-        pooled = F.max_pool2d(heat, nms_kernel, stride=1, padding=pad)
-    det = heat * (pooled == heat)
+        det = heat * (F.max_pool2d(heat, nms_kernel, stride=1, padding=pad) == heat)
     k_eff = min(k, h * w)
     val, ind = det.reshape(b, j, h * w).topk(k_eff, dim=2)
     return _gather_candidates(tags, val, ind, k, w)
@@ -307,24 +306,12 @@ def refine(people: np.ndarray, det: np.ndarray, tags: np.ndarray, threads: int =
 
     det: (J, H, W); tags: (T, H, W, L) with T = J (per-joint tags) or 1 (one shared map).
     """
-    num_people = people.shape[0]
-    if num_people == 0:
+    if people.shape[0] == 0:
         return people
     h, w = det.shape[1:]
-    shared = tags.shape[0] == 1
-
-    # Mean tag of each person over its detected joints, read at the integer position (the same
-    # float32 numpy reduction as the official code).
-    person, joint = np.nonzero(people[:, :, 2] > 0)
-    xi = people[person, joint, 0].astype(np.int32)
-    yi = people[person, joint, 1].astype(np.int32)
-    detected_tags = tags[np.zeros_like(joint) if shared else joint, yi, xi]
-    mean_tags = [np.mean(detected_tags[person == p], axis=0) for p in range(num_people)]
-
-    miss_person, miss_joint = np.nonzero(people[:, :, 2] == 0)
+    miss_person, miss_joint, centres = refine_queries(people, tags)
     if miss_person.size == 0:
         return people
-    centres = np.stack([mean_tags[p] for p in miss_person]).astype(np.float32)
     joints_used = np.unique(miss_joint)
     if threads > 1 and len(joints_used) > 1:
         with ThreadPoolExecutor(threads) as pool:
@@ -344,6 +331,20 @@ def refine(people: np.ndarray, det: np.ndarray, tags: np.ndarray, threads: int =
     people[p, j, 1] = by[fill] + 0.5 + dy[fill]
     people[p, j, 2] = value[fill]
     return people
+
+
+def refine_queries(people: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Refine's searches: (person, joint) of every missing joint and, per search, the person's mean tag over its
+    detected joints, read at their integer positions (the same float32 numpy reduction as the official code)."""
+    person, joint = np.nonzero(people[:, :, 2] > 0)
+    xi = people[person, joint, 0].astype(np.int32)
+    yi = people[person, joint, 1].astype(np.int32)
+    detected_tags = tags[np.zeros_like(joint) if tags.shape[0] == 1 else joint, yi, xi]
+    mean_tags = [np.mean(detected_tags[person == p], axis=0) for p in range(people.shape[0])]
+    miss_person, miss_joint = np.nonzero(people[:, :, 2] == 0)
+    centres = (np.stack([mean_tags[p] for p in miss_person]).astype(np.float32) if miss_person.size
+               else np.zeros((0, tags.shape[-1]), np.float32))
+    return miss_person, miss_joint, centres
 
 
 # Side of the square pixel blocks refine's branch and bound works on.
@@ -403,8 +404,8 @@ def refine_argmax(det: np.ndarray, tags: np.ndarray, joint: int, centres: np.nda
     wins, which is numpy's first-occurrence argmax over the whole map. Maps with NaN or infinite values are
     scored densely.
     """
-    d = det[joint]
-    t = tags[0 if tags.shape[0] == 1 else joint]
+    d_map, t_map = det[joint], tags[0 if tags.shape[0] == 1 else joint]
+    d, t = d_map, t_map
     centres = np.asarray(centres, dtype=np.float32)
     if len(centres) == 0:
         return np.empty(0, dtype=np.int64)
@@ -423,7 +424,7 @@ def refine_argmax(det: np.ndarray, tags: np.ndarray, joint: int, centres: np.nda
     finite = (np.isfinite(tag_hi).all() and np.isfinite(tag_lo).all() and not np.isnan(det_max).any()
               and not np.isposinf(det_max).any())
     if not finite:
-        return _dense_refine_argmax(det[joint], tags[0 if tags.shape[0] == 1 else joint], centres)
+        return _dense_refine_argmax(d_map, t_map, centres)
 
     # Upper bound of every (query, block): det_max - (a lower bound on the rounded distance).
     gap_sq = None
@@ -443,13 +444,13 @@ def refine_argmax(det: np.ndarray, tags: np.ndarray, joint: int, centres: np.nda
     first = upper.argmax(axis=1)
     reached = _row_scores(block_det[first], block_tag[first], centres).max(axis=1)
     if not np.isfinite(reached).all():
-        return _dense_refine_argmax(det[joint], tags[0 if tags.shape[0] == 1 else joint], centres)
+        return _dense_refine_argmax(d_map, t_map, centres)
     passing = upper >= reached[:, None]  # each query keeps at least its first block
     out = np.empty(len(centres), dtype=np.int64)
     # Where the bounds let most blocks through (noisy tags, flat maps) gathering them costs more than scoring the map.
     dense = passing.mean(axis=1) > _REFINE_DENSE_SHARE
     if dense.any():
-        out[dense] = _dense_refine_argmax(det[joint], tags[0 if tags.shape[0] == 1 else joint], centres[dense])
+        out[dense] = _dense_refine_argmax(d_map, t_map, centres[dense])
     pruned = np.flatnonzero(~dense)
     passing = passing[pruned]
     for lo, hi in _query_chunks(passing.sum(axis=1), _REFINE_BLOCKS_PER_PASS):
